@@ -1,0 +1,50 @@
+"""The ``lifelong`` command: one Typer app; each command group lives in its own module with ``register(app)``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+from rich.console import Console
+
+from lifelong.errors import LifelongError
+
+app = typer.Typer(
+    name="lifelong",
+    help="Lifelong anomaly detection through unlearning: benchmark, stores, registry and pipeline tools.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Each module defines ``register(app: typer.Typer) -> None``. Add a line here to add a command group.
+_COMMAND_MODULES = [
+    "lifelong.cli.bench",
+]
+
+for _name in _COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+err_console = Console(stderr=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: expected failures become one readable line and exit status 1, never a traceback."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except LifelongError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(1)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors arrive as ClickException subclasses
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
