@@ -7,6 +7,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from lifelong.errors import LifelongError
 
@@ -21,6 +22,8 @@ app = typer.Typer(
 # Each module defines ``register(app: typer.Typer) -> None``. Add a line here to add a command group.
 _COMMAND_MODULES = [
     "lifelong.cli.bench",
+    "lifelong.cli.labels",
+    "lifelong.cli.registry",
 ]
 
 for _name in _COMMAND_MODULES:
@@ -34,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=False)
     except LifelongError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        # escape: messages quote user data (entity ids, file names) that may contain "[...]"; one line always.
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")

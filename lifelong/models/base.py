@@ -67,8 +67,12 @@ class Detector(ABC):
         """Tensors of the trainable units of ``samples`` and, per unit, the index of its sample."""
 
     @abstractmethod
-    def unit_losses(self, unit_tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Differentiable loss L(x) per unit, shape (U,)."""
+    def unit_losses(self, unit_tensors: tuple[torch.Tensor, ...], forward: Any | None = None) -> torch.Tensor:
+        """Differentiable loss L(x) per unit, shape (U,).
+
+        ``forward`` replaces ``self.module_`` for this call (``torch.func.functional_call`` for per-unit
+        gradients); by default the module itself is used.
+        """
 
     # --- persistence ---------------------------------------------------------------------------------
     @abstractmethod
@@ -129,5 +133,3 @@ class Detector(ABC):
 
 def as_list(samples: Sequence[Any] | Any) -> list[Any]:
     return list(samples)
-
-

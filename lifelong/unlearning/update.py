@@ -1,0 +1,303 @@
+"""One bounded unlearning update: correct a model with labelled mistakes only (paper section 3).
+
+The loss is ReLU(BND - l * L(x)) over the units of the labelled samples (Eq. 17) plus the forgetting penalty
+(Eq. 19, or Eq. 18 for the ablation) anchored at the parameters before the update. It steps with a small
+learning rate (1% of training by default), re-evaluates after every step, and stops as soon as every false
+negative is past BND and every false positive is decided normal. An update whose loss or parameters become
+non-finite, or that runs out of budget before converging, returns the *original* model and the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from lifelong.models.base import Detector
+from lifelong.unlearning.ewc import ForgettingPenalty, RegularizerMode, fisher_diagonal
+from lifelong.unlearning.loss import FN_LABEL, FP_LABEL, bounded_unlearning_loss
+
+log = logging.getLogger(__name__)
+
+FnUnits = Literal["all", "max", "topk"]
+
+
+@dataclass
+class UnlearnConfig:
+    """Options of one update. Every field has the default the benchmark measured best (see README).
+
+    Attributes:
+        bnd_factor: BND = bnd_factor * tau' (the paper recommends 2).
+        lr_scale: learning rate = lr_scale * the detector's training learning rate (paper: 1%).
+        lr: an explicit learning rate; overrides lr_scale.
+        optimizer: 'sgd' or 'adam'.
+        lam: lambda of the forgetting penalty (paper: 5e3 on HDFS).
+        regularizer: 'fisher' (Eq. 19), 'l2' (Eq. 18) or 'none'.
+        memory_units: units sampled from the held-out normals for the Fisher weights, per update.
+        past_units: units sampled from all past labelled mistakes for the Fisher weights, per update.
+        fn_units: which units of a false-negative sample are pushed away: 'max' (the least likely one),
+            'topk' (the k least likely), or 'all'. Irrelevant for vectors (one unit per sample).
+        fn_k: k for 'topk'.
+        replay_past: also keep past labelled mistakes in the bounded loss (a guard against regressions).
+        max_steps, max_seconds, max_samples: the budget.
+        seed: memory-set sampling seed.
+    """
+
+    bnd_factor: float = 2.0
+    lr_scale: float = 0.01
+    lr: float | None = None
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lam: float = 5e3
+    regularizer: RegularizerMode = "fisher"
+    memory_units: int = 64
+    past_units: int = 64
+    fn_units: FnUnits = "max"
+    fn_k: int = 3
+    replay_past: bool = False
+    max_steps: int = 100
+    max_seconds: float = 60.0
+    max_samples: int = 2000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.bnd_factor <= 0:
+            raise ValueError(f"bnd_factor must be > 0, got {self.bnd_factor}")
+        if self.fn_units not in ("all", "max", "topk"):
+            raise ValueError(f"fn_units must be 'all', 'max' or 'topk', got {self.fn_units!r}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.max_steps < 1 or self.max_seconds <= 0 or self.max_samples < 1:
+            raise ValueError("max_steps, max_seconds and max_samples must be positive")
+
+
+@dataclass
+class UnlearnResult:
+    """What an update produced. ``detector`` is the original object whenever ``accepted`` is False."""
+
+    detector: Detector
+    updated: bool
+    converged: bool
+    reason: str
+    steps: int
+    seconds: float
+    bound: float
+    loss_history: list[float] = field(default_factory=list)
+    n_fp: int = 0
+    n_fn: int = 0
+    deferred: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "updated": self.updated,
+            "converged": self.converged,
+            "reason": self.reason,
+            "steps": self.steps,
+            "seconds": round(self.seconds, 4),
+            "bound": self.bound,
+            "n_fp": self.n_fp,
+            "n_fn": self.n_fn,
+            "deferred": self.deferred,
+            "final_loss": self.loss_history[-1] if self.loss_history else None,
+        }
+
+
+def _training_lr(det: Detector) -> float:
+    return float(getattr(det.config, "lr", 1e-3))
+
+
+def _select_fn_units(
+    det: Detector, units: tuple[torch.Tensor, ...], owner: np.ndarray, mode: FnUnits, k: int
+) -> tuple[tuple[torch.Tensor, ...], np.ndarray]:
+    """Keep, per FN sample, the unit(s) the model finds least likely (highest loss)."""
+    if mode == "all" or len(owner) == 0:
+        return units, owner
+    with torch.no_grad():
+        losses = det.unit_losses(units).double().cpu().numpy()
+    keep: list[int] = []
+    kk = 1 if mode == "max" else k
+    for s in np.unique(owner):
+        idx = np.flatnonzero(owner == s)
+        keep.extend(idx[np.argsort(-losses[idx], kind="stable")[:kk]].tolist())
+    sel = torch.as_tensor(np.sort(keep), device=units[0].device)
+    return tuple(u[sel] for u in units), owner[sel.cpu().numpy()]
+
+
+def _cat_units(parts: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...] | None:
+    parts = [p for p in parts if p and p[0].shape[0] > 0]
+    if not parts:
+        return None
+    return tuple(torch.cat([p[i] for p in parts]) for i in range(len(parts[0])))
+
+
+def _sample_units(units: tuple[torch.Tensor, ...] | None, n: int, rng: np.random.Generator):
+    if units is None or units[0].shape[0] == 0:
+        return None
+    total = units[0].shape[0]
+    if total <= n:
+        return units
+    idx = torch.as_tensor(np.sort(rng.choice(total, size=n, replace=False)), device=units[0].device)
+    return tuple(u[idx] for u in units)
+
+
+def _subset(samples: Any, n: int) -> Any:
+    return samples.iloc[:n] if hasattr(samples, "iloc") else list(samples)[:n]
+
+
+def _length(samples: Any) -> int:
+    return 0 if samples is None else len(samples)
+
+
+def unlearn(
+    detector: Detector,
+    *,
+    false_positives: Any = None,
+    false_negatives: Any = None,
+    validation: Any = None,
+    past_false_positives: Any = None,
+    past_false_negatives: Any = None,
+    config: UnlearnConfig | None = None,
+) -> UnlearnResult:
+    """Correct ``detector`` with labelled mistakes; the original is never modified.
+
+    Args:
+        detector: the serving model (left untouched).
+        false_positives: normal samples the model flagged (relearnt).
+        false_negatives: anomalies the model passed (pushed away, bounded).
+        validation: held-out normal samples; a random subsample joins the memory set.
+        past_false_positives, past_false_negatives: earlier labelled mistakes (memory set; replay if asked).
+        config: options and budget.
+
+    Returns:
+        An :class:`UnlearnResult`; ``result.detector`` is a new model only when ``result.updated``.
+    """
+    cfg = config or UnlearnConfig()
+    start = time.perf_counter()
+    rng = np.random.default_rng(cfg.seed)
+    n_fp, n_fn = _length(false_positives), _length(false_negatives)
+    deferred = max(0, n_fp + n_fn - cfg.max_samples)
+    if deferred:  # the budget caps the samples of one run; the rest wait for the next one
+        n_fp = min(n_fp, cfg.max_samples)
+        n_fn = min(n_fn, cfg.max_samples - n_fp)
+        false_positives = _subset(false_positives, n_fp) if n_fp else None
+        false_negatives = _subset(false_negatives, n_fn) if n_fn else None
+    bound = cfg.bnd_factor * detector.loss_threshold
+
+    def result(det: Detector, updated: bool, converged: bool, reason: str, steps: int, hist: list[float]):
+        return UnlearnResult(
+            det,
+            updated,
+            converged,
+            reason,
+            steps,
+            time.perf_counter() - start,
+            bound,
+            hist,
+            n_fp,
+            n_fn,
+            deferred,
+        )
+
+    if n_fp + n_fn == 0:
+        return result(detector, False, True, "nothing to unlearn", 0, [])
+    if not math.isfinite(bound):
+        return result(
+            detector, False, False, "the detector has no finite threshold; cannot bound the loss", 0, []
+        )
+
+    cand = detector.clone()
+    module = cand.module_
+
+    # Units to unlearn now, with their labels (+1 FN, -1 FP).
+    parts, labels = [], []
+    if n_fp:
+        fp_units, _ = cand.units(false_positives)
+        parts.append(fp_units)
+        labels.append(np.full(fp_units[0].shape[0], FP_LABEL))
+    if n_fn:
+        fn_all, owner = cand.units(false_negatives)
+        fn_units, _ = _select_fn_units(cand, fn_all, owner, cfg.fn_units, cfg.fn_k)
+        parts.append(fn_units)
+        labels.append(np.full(fn_units[0].shape[0], FN_LABEL))
+    if cfg.replay_past:
+        if _length(past_false_positives):
+            parts.append(cand.units(past_false_positives)[0])
+            labels.append(np.full(parts[-1][0].shape[0], FP_LABEL))
+        if _length(past_false_negatives):
+            pu, po = cand.units(past_false_negatives)
+            parts.append(_select_fn_units(cand, pu, po, cfg.fn_units, cfg.fn_k)[0])
+            labels.append(np.full(parts[-1][0].shape[0], FN_LABEL))
+    units = _cat_units(parts)
+    if units is None:
+        return result(detector, False, True, "the labelled samples have no usable units", 0, [])
+    label_t = torch.as_tensor(np.concatenate(labels), dtype=torch.float32, device=units[0].device)
+
+    # Memory set M_t: held-out normals + past mistakes, sampled afresh for this update (Eq. 20).
+    penalty = None
+    if cfg.regularizer != "none" and cfg.lam > 0:
+        fisher = None
+        if cfg.regularizer == "fisher":
+            mem_parts = []
+            if _length(validation):
+                mem_parts.append(_sample_units(cand.units(validation)[0], cfg.memory_units, rng))
+            past = [p for p in (past_false_positives, past_false_negatives) if _length(p)]
+            past_units = _cat_units([cand.units(p)[0] for p in past])
+            mem_parts.append(_sample_units(past_units, cfg.past_units, rng))
+            memory = _cat_units([m for m in mem_parts if m is not None])
+            fisher = (
+                fisher_diagonal(module, cand.unit_losses, memory)
+                if memory is not None
+                else {n: torch.zeros_like(p) for n, p in module.named_parameters()}
+            )
+        penalty = ForgettingPenalty(module, cfg.lam, cfg.regularizer, fisher)
+
+    lr = cfg.lr if cfg.lr is not None else cfg.lr_scale * _training_lr(detector)
+    opt_cls = torch.optim.SGD if cfg.optimizer == "sgd" else torch.optim.Adam
+    opt = opt_cls(module.parameters(), lr=lr)
+    history: list[float] = []
+
+    def converged() -> bool:
+        with torch.no_grad():
+            fn_ok = True
+            if n_fn:
+                fn_ok = bool((cand.sample_scores(false_negatives) >= bound).all())
+            fp_ok = True
+            if n_fp and fn_ok:
+                fp_ok = not bool(cand.decide(false_positives).any())
+        return fn_ok and fp_ok
+
+    module.train()
+    steps = 0
+    reason = ""
+    while True:
+        if steps >= cfg.max_steps:
+            reason = f"budget exhausted: {steps} steps without converging"
+            break
+        if time.perf_counter() - start > cfg.max_seconds:
+            reason = f"budget exhausted: {cfg.max_seconds:g} s without converging"
+            break
+        loss = bounded_unlearning_loss(cand.unit_losses(units), label_t, bound)
+        if penalty is not None:
+            loss = loss + penalty.penalty(module)
+        history.append(float(loss.detach()))
+        if not math.isfinite(history[-1]):
+            module.eval()
+            return result(detector, False, False, f"loss became non-finite at step {steps}", steps, history)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        steps += 1
+        module.eval()
+        if not cand.parameters_finite():
+            return result(
+                detector, False, False, f"parameters became non-finite at step {steps}", steps, history
+            )
+        if converged():
+            return result(cand, True, True, f"converged in {steps} steps", steps, history)
+        module.train()
+    module.eval()
+    return result(detector, False, False, reason, steps, history)
