@@ -20,6 +20,8 @@ ASSET_MODEL = "lifelong://models/production"
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "manifest.json"
 PRODUCTION_ALIAS = "production"
+# Evaluation report files of a version: flat names (registry file names hold no '/'), e.g. report-index.html.
+REPORT_PREFIX = "report-"
 
 # Label kinds and statuses.
 FP = "FP"

@@ -24,6 +24,8 @@ _COMMAND_MODULES = [
     "lifelong.cli.bench",
     "lifelong.cli.labels",
     "lifelong.cli.registry",
+    "lifelong.cli.report",
+    "lifelong.cli.simulate",
 ]
 
 for _name in _COMMAND_MODULES:
@@ -48,7 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # click usage errors arrive as ClickException subclasses
         import click
 
-        if isinstance(exc, click.exceptions.ClickException):
+        # Newer typer vendors click (typer._click): its usage errors are not instances of click's classes.
+        if isinstance(exc, click.exceptions.ClickException) or (
+            hasattr(exc, "show") and hasattr(exc, "exit_code")
+        ):
             exc.show()
             sys.exit(exc.exit_code)
         raise
