@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from lifelong.constants import ASSET_SCORES, DAG_SCORING
@@ -28,7 +28,9 @@ def run_step(step, **kwargs):
 
 @dag(
     dag_id=DAG_SCORING,
-    schedule=env("LIFELONG_SCORING_SCHEDULE", "0 * * * *"),
+    # Data-interval semantics: the run at 10:00 scores [09:00, 10:00). (A plain cron string would give
+    # Airflow 3's CronTriggerTimetable, whose runs have an empty interval.)
+    schedule=CronDataIntervalTimetable(env("LIFELONG_SCORING_SCHEDULE", "0 * * * *"), timezone="UTC"),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=env("LIFELONG_SCORING_CATCHUP", "false").lower() == "true",
     max_active_runs=4,
@@ -43,7 +45,7 @@ def telemetry_scoring():
 
         return run_step(step, interval_start=data_interval_start, interval_end=data_interval_end)
 
-    @task(multiple_outputs=True)
+    @task
     def validate(ingested: dict, data_interval_start=None, data_interval_end=None) -> dict:
         from tasks.validate import validate as step
 
@@ -72,8 +74,12 @@ def telemetry_scoring():
         outlet_events[SCORES].extra = summary
         return summary
 
-    validated = validate(ingest())
-    publish(score.expand(shard=validated["shards"]))
+    @task
+    def shards(validated: dict) -> list[str]:
+        """The files fit to score: one mapped ``score`` task each."""
+        return validated["shards"]
+
+    publish(score.expand(shard=shards(validate(ingest()))))
 
 
 telemetry_scoring()

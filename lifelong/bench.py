@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lifelong.errors import ConfigError
 from lifelong.models.base import Detector
 from lifelong.unlearning import UnlearnConfig, unlearn
 
@@ -281,7 +282,16 @@ def run_benchmark(
     on_method: Callable[[str], None] | None = None,
     progress: Callable[[str, int], None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, MethodResult]]:
-    """Train the base model, replay the stream for every method, return (JSON report, results)."""
+    """Train the base model, replay the stream for every method, return (JSON report, results).
+
+    Raises:
+        ConfigError: an unknown method name, or none at all (checked before any training).
+    """
+    unknown = [m for m in opts.methods if m not in METHODS]
+    if unknown or not opts.methods:
+        # Checked before training: a typo must not cost a training run, nor surface as a traceback in the CLI.
+        what = f"unknown methods {unknown}" if unknown else "no methods given"
+        raise ConfigError(f"{what}; choose from {', '.join(METHODS)}")
     t0 = time.perf_counter()
     base = fit_detector(dataset, opts)
     train_seconds = time.perf_counter() - t0
@@ -291,8 +301,6 @@ def run_benchmark(
     score_rate = n_stream / max(time.perf_counter() - t0, 1e-9)
     results: dict[str, MethodResult] = {}
     for name in opts.methods:
-        if name not in METHODS:
-            raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
         if on_method:
             on_method(name)
         results[name] = replay(

@@ -148,7 +148,13 @@ class AutoencoderDetector(Detector):
         parts = [(num - np.asarray(cfg.mean)) / np.asarray(cfg.std)]
         for col, vocab in cfg.categorical.items():
             lookup = {v: i for i, v in enumerate(vocab)}
-            idx = frame[col].astype(str).map(lambda v, lk=lookup, n=len(vocab): lk.get(v, n)).to_numpy()
+            # int64 explicitly: mapping an empty column yields an object array, which cannot index.
+            idx = (
+                frame[col]
+                .astype(str)
+                .map(lambda v, lk=lookup, n=len(vocab): lk.get(v, n))
+                .to_numpy(dtype=np.int64)
+            )
             onehot = np.zeros((len(frame), len(vocab) + 1))
             onehot[np.arange(len(frame)), idx] = 1.0
             parts.append(onehot)
@@ -161,7 +167,19 @@ class AutoencoderDetector(Detector):
     # --- training -----------------------------------------------------------------------------------
     def fit(self, samples: Any, *, validation: Any | None = None) -> AutoencoderDetector:
         """Fit the encoding and the network on normal rows; tau from validation (or training) errors."""
-        frame = self._as_frame(samples) if not isinstance(samples, pd.DataFrame) else samples
+        if isinstance(samples, pd.DataFrame):
+            frame = samples
+        elif isinstance(samples, list) and samples and isinstance(samples[0], dict):
+            frame = pd.DataFrame(samples)
+        else:
+            # An unnamed (N, F) array: nothing is fitted yet to check its width against, so its columns are
+            # named by position (x0, x1, ...) and later arrays must have the same width.
+            arr = np.asarray(samples)
+            if arr.size == 0:
+                raise ValueError("cannot fit on an empty set of rows")
+            if arr.ndim != 2:
+                raise DatasetFormatError(f"expected an (N, F) array of feature rows, got shape {arr.shape}")
+            frame = pd.DataFrame(arr, columns=[f"x{i}" for i in range(arr.shape[1])])
         if len(frame) == 0:
             raise ValueError("cannot fit on an empty set of rows")
         self._fit_encoding(frame)

@@ -136,7 +136,8 @@ class DeepLogDetector(Detector):
         padded_len = n_targets + h
         total = int(padded_len.sum())
         buf = np.full(total, PAD, dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(padded_len)[:-1]]).astype(np.int64)
+        # Exclusive prefix sum; also right for an empty batch (concatenating [0] would give one start too many).
+        starts = (np.cumsum(padded_len) - padded_len).astype(np.int64)
         # Scatter each session's encoded keys after its h pads.
         key_pos = np.repeat(starts + h, lengths) + (
             np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)

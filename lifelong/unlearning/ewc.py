@@ -109,3 +109,20 @@ class ForgettingPenalty:
                 continue
             total = total + (self.weights[name] * (p - self.anchor[name]) ** 2).sum()
         return 0.5 * self.lam * total
+
+    @torch.no_grad()
+    def proximal_step(self, model: nn.Module, lr: float) -> None:
+        """Apply the penalty as an exact proximal step after a plain gradient step of size ``lr``.
+
+        argmin_p (lambda/2) w (p - anchor)^2 + (p - p_sgd)^2 / (2 lr)
+        = (p_sgd + lr lambda w anchor) / (1 + lr lambda w).
+        Stable for any lambda and learning rate, unlike adding the penalty's gradient explicitly (SGD on a
+        quadratic of curvature lambda*w diverges once lr*lambda*w > 2, which is what paper-sized lambdas do).
+        """
+        if self.mode == "none" or self.lam == 0:
+            return
+        for name, p in model.named_parameters():
+            if name not in self.weights:
+                continue
+            k = lr * self.lam * self.weights[name]
+            p.copy_((p + k * self.anchor[name]) / (1 + k))

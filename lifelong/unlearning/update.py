@@ -44,6 +44,7 @@ class UnlearnConfig:
             'topk' (the k least likely), or 'all'. Irrelevant for vectors (one unit per sample).
         fn_k: k for 'topk'.
         replay_past: also keep past labelled mistakes in the bounded loss (a guard against regressions).
+        proximal: with SGD, apply the penalty as an exact proximal step (stable for large lambda).
         max_steps, max_seconds, max_samples: the budget.
         seed: memory-set sampling seed.
     """
@@ -59,6 +60,7 @@ class UnlearnConfig:
     fn_units: FnUnits = "max"
     fn_k: int = 3
     replay_past: bool = False
+    proximal: bool = True
     max_steps: int = 100
     max_seconds: float = 60.0
     max_samples: int = 2000
@@ -259,6 +261,7 @@ def unlearn(
     opt_cls = torch.optim.SGD if cfg.optimizer == "sgd" else torch.optim.Adam
     opt = opt_cls(module.parameters(), lr=lr)
     history: list[float] = []
+    proximal = penalty is not None and cfg.optimizer == "sgd" and cfg.proximal
 
     def converged() -> bool:
         with torch.no_grad():
@@ -281,15 +284,21 @@ def unlearn(
             reason = f"budget exhausted: {cfg.max_seconds:g} s without converging"
             break
         loss = bounded_unlearning_loss(cand.unit_losses(units), label_t, bound)
-        if penalty is not None:
-            loss = loss + penalty.penalty(module)
-        history.append(float(loss.detach()))
+        reg_value = penalty.penalty(module) if penalty is not None else None
+        total = loss + reg_value if reg_value is not None else loss
+        history.append(float(total.detach()))
         if not math.isfinite(history[-1]):
             module.eval()
             return result(detector, False, False, f"loss became non-finite at step {steps}", steps, history)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if proximal:
+            # SGD: gradient step on the bounded loss, then the penalty's exact proximal step (stable for any lambda).
+            loss.backward()
+            opt.step()
+            penalty.proximal_step(module, lr)
+        else:
+            total.backward()
+            opt.step()
         steps += 1
         module.eval()
         if not cand.parameters_finite():
