@@ -78,6 +78,12 @@ class Settings(BaseSettings):
 
     seed: int = Field(0, description="Seed for everything that must be reproducible.")
     device: str | None = Field(None, description="torch device; default CUDA when torch sees it, else CPU.")
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads torch may use per task (default: torch's own choice). Set 1 when several tasks "
+        "share a small machine: oversubscribed OpenMP threads make training many times slower.",
+    )
 
     @field_validator("scoring_schedule", "unlearning_schedule")
     @classmethod

@@ -168,6 +168,7 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoResult:
     os.environ["LIFELONG_STREAM"] = cfg.stream
     os.environ["LIFELONG_STREAM_KIND"] = cfg.kind
     os.environ["LIFELONG_SEED"] = str(cfg.seed)
+    os.environ.setdefault("LIFELONG_TORCH_THREADS", "1")  # the demo shares the machine with Airflow's own work
     prepare_airflow(cfg.home)
     from lifelong.settings import get_settings
 

@@ -39,8 +39,13 @@ def run_step(step: Callable[..., dict], *, fail_fast: type[Exception], **kwargs:
     from lifelong.errors import ConfigError, DataValidationError, LabelError, NotFoundError
     from lifelong.settings import get_settings
 
+    settings = get_settings()
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     try:
-        return step(settings=get_settings(), **kwargs)
+        return step(settings=settings, **kwargs)
     except (DataValidationError, ConfigError, LabelError, NotFoundError) as exc:
         raise fail_fast(str(exc)) from exc
 

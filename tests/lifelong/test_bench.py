@@ -1,0 +1,256 @@
+"""The streaming benchmark: the replay protocol, the report, and the ``lifelong bench`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from lifelong.bench import METHODS, BenchOptions, MethodResult, f1_score, plot_cumulative, replay, run_benchmark
+from lifelong.data import synthetic_sequences, synthetic_vectors
+from lifelong.errors import ConfigError
+from lifelong.unlearning import UnlearnConfig
+
+pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
+
+REPO = Path(__file__).resolve().parents[2]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+METHOD_KEYS = {"fp", "fn", "f1", "seconds"}
+UPDATE_KEYS = METHOD_KEYS | {"updates", "median_update_seconds"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    # Tiny models: intra-op threads only add contention on a shared 2-core machine (20x slower measured).
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def _run_cli(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    """The real entry point (``lifelong.cli:main``, what the console script calls) in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from lifelong.cli import main; main(sys.argv[1:])", *args],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+# --- scoring arithmetic ---------------------------------------------------------------------------------
+def test_f1_score_numbers() -> None:
+    assert f1_score(fp=2, fn=1, n_abnormal=5) == pytest.approx(2 * 4 / (2 * 4 + 2 + 1))
+    assert f1_score(fp=0, fn=0, n_abnormal=3) == 1.0
+    assert f1_score(fp=3, fn=3, n_abnormal=3) == 0.0  # no true positive
+    assert f1_score(fp=0, fn=0, n_abnormal=0) == 0.0
+
+
+def test_method_result_dict_keys() -> None:
+    assert set(MethodResult("baseline", fp=1, fn=2, f1=0.5, seconds=0.1).to_dict()) == METHOD_KEYS
+    unl = MethodResult("unlearn", updates=3, update_seconds=[0.3, 0.1, 0.2]).to_dict()
+    assert set(unl) >= UPDATE_KEYS and unl["median_update_seconds"] == 0.2
+    assert MethodResult("retrain").to_dict()["median_update_seconds"] is None
+
+
+# --- the replay protocol on a stub detector -------------------------------------------------------------
+class KnownSetDetector:
+    """Flags every session it has not seen (only ``decide`` is used by the baseline and retrain replays)."""
+
+    def __init__(self, known: list[list[int]]) -> None:
+        self.known = {tuple(s) for s in known}
+
+    def decide(self, samples: list[list[int]]) -> np.ndarray:
+        return np.array([tuple(s) not in self.known for s in samples], dtype=bool)
+
+
+def _stub_dataset() -> SimpleNamespace:
+    # position:        0      1      2 (abn)  3      4      5      6 (abn)
+    stream = [[2], [2], [1], [3], [2], [3], [9]]
+    labels = np.array([False, False, True, False, False, False, True])
+    return SimpleNamespace(train=[[1]], validation=[], stream=stream, stream_labels=labels)
+
+
+def test_baseline_counts_every_mistake() -> None:
+    ds = _stub_dataset()
+    res = replay("baseline", KnownSetDetector(ds.train), ds)
+    assert (res.fp, res.fn) == (5, 1)
+    assert res.cum_fp.tolist() == [1, 2, 2, 3, 4, 5, 5]
+    assert res.cum_fn.tolist() == [0, 0, 1, 1, 1, 1, 1]
+    assert res.f1 == pytest.approx(f1_score(5, 1, 2)) and res.updates == 0
+
+
+@pytest.mark.parametrize("block", [1, 2, 512])
+def test_retrain_updates_after_every_n_reports_on_train_plus_false_positives(block: int) -> None:
+    ds = _stub_dataset()
+    calls: list[list[list[int]]] = []
+
+    def retrain(samples: list[list[int]]) -> KnownSetDetector:
+        calls.append([list(s) for s in samples])
+        return KnownSetDetector(samples)
+
+    done: list[int] = []
+    res = replay(
+        "retrain", KnownSetDetector(ds.train), ds, retrain=retrain, retrain_every=2, block=block, progress=done.append
+    )
+    # 0 FP, 1 FP -> retrain {1,2}; 2 FN, 3 FP -> retrain {1,2,3}; 4, 5 correct; 6 flagged anomaly.
+    assert calls == [[[1], [2], [2]], [[1], [2], [2], [3]]]
+    assert (res.fp, res.fn, res.updates, res.failed_updates) == (3, 1, 2, 0)
+    assert res.cum_fp.tolist() == [1, 2, 2, 3, 3, 3, 3]
+    assert res.cum_fn.tolist() == [0, 0, 1, 1, 1, 1, 1]
+    assert len(res.update_seconds) == 2
+    assert done[-1] == len(ds.stream) and done == sorted(done)
+
+
+def test_plot_cumulative_writes_a_png(tmp_path: Path) -> None:
+    ds = _stub_dataset()
+    results = {"baseline": replay("baseline", KnownSetDetector(ds.train), ds)}
+    path = plot_cumulative(results, "stub", tmp_path / "sub" / "plot.png")
+    assert path == tmp_path / "sub" / "plot.png"
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_unknown_method_is_rejected_before_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lifelong.bench as bench
+
+    def no_training(*_a: Any, **_k: Any) -> None:
+        raise AssertionError("trained before checking the methods")
+
+    monkeypatch.setattr(bench, "fit_detector", no_training)
+    ds = synthetic_sequences(seed=0, n_train=10, n_test=10)
+    with pytest.raises(ConfigError, match="unlern"):
+        run_benchmark(ds, BenchOptions(methods=("baseline", "unlern")))
+    with pytest.raises(ConfigError, match="no methods"):
+        run_benchmark(ds, BenchOptions(methods=()))
+
+
+# --- end to end on a small synthetic stream -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_bench() -> tuple[Any, dict[str, Any], dict[str, MethodResult]]:
+    ds = synthetic_sequences(seed=0, n_train=300, n_test=400)
+    opts = BenchOptions(
+        methods=METHODS,
+        batch=5,
+        retrain_every=30,
+        seed=0,
+        # Tp = 1e-3 flags the late drift sessions (false positives) and still misses some anomalies.
+        tp=1e-3,
+        epochs=10,
+        # Explicit: the defaults are still being tuned.
+        unlearn=UnlearnConfig(lr=1e-4, lam=5e3, regularizer="fisher", max_steps=100, seed=0),
+    )
+    report, results = run_benchmark(ds, opts)
+    return ds, report, results
+
+
+def test_bench_report_has_the_documented_keys(small_bench) -> None:
+    ds, report, _ = small_bench
+    assert {"dataset", "n_test_normal", "n_test_abnormal", "methods", "scoring_sessions_per_second"} <= set(report)
+    assert report["dataset"] == "synthetic-seq"
+    assert (report["n_test_normal"], report["n_test_abnormal"]) == (ds.n_test_normal, ds.n_test_abnormal)
+    assert report["n_test_normal"] + report["n_test_abnormal"] == 400
+    assert list(report["methods"]) == list(METHODS)
+    assert set(report["methods"]["baseline"]) == METHOD_KEYS
+    for name in ("unlearn", "unlearn_l2", "retrain"):
+        assert set(report["methods"][name]) >= UPDATE_KEYS, name
+    assert report["scoring_sessions_per_second"] > 0
+    assert report["loss_threshold"] == pytest.approx(-np.log(1e-3))
+    assert report["unlearn_config"]["lr"] == 1e-4
+    assert all({"target", "met"} == set(t) for t in report["targets"])
+    json.dumps(report)  # JSON-able as is
+
+
+def test_bench_counts_add_up_and_unlearning_helps(small_bench) -> None:
+    ds, report, results = small_bench
+    methods = report["methods"]
+    for name, m in methods.items():
+        assert 0 <= m["fp"] <= ds.n_test_normal and 0 <= m["fn"] <= ds.n_test_abnormal, name
+        assert m["f1"] == pytest.approx(f1_score(m["fp"], m["fn"], ds.n_test_abnormal), abs=1e-4)
+        assert results[name].cum_fp[-1] == m["fp"] and results[name].cum_fn[-1] == m["fn"]
+    base = methods["baseline"]
+    assert base["fp"] + base["fn"] > 0, "the base model must make mistakes for the benchmark to mean anything"
+    assert methods["unlearn"]["fp"] + methods["unlearn"]["fn"] < base["fp"] + base["fn"]
+    assert methods["unlearn"]["updates"] >= 1 and methods["unlearn"]["median_update_seconds"] > 0
+    assert 1 <= methods["retrain"]["updates"] <= 3  # retrain_every=30: a couple of retrains at most
+
+
+# --- the CLI --------------------------------------------------------------------------------------------
+def test_cli_bench_writes_json_and_png(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lifelong.data
+    from lifelong.cli import app
+
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def small_preset(*args: Any, **kwargs: Any):
+        calls.append((args, kwargs))
+        return synthetic_vectors(seed=kwargs["seed"], n_train=200, n_test=200)
+
+    # The command imports load_preset at call time: patch the loader, keep everything else real.
+    monkeypatch.setattr(lifelong.data, "load_preset", small_preset)
+    out = tmp_path / "out" / "x.json"
+    result = CliRunner().invoke(
+        app,
+        ["bench", "--dataset", "synthetic-vec", "--methods", "baseline,unlearn", "--json", str(out), "--epochs", "30"]
+        + ["--batch", "10", "--seed", "3"],  # batch 10: a few updates instead of one per mistake (0.6 s vs 6 s)
+    )
+    assert result.exit_code == 0, result.output
+    assert calls == [(("synthetic-vec",), {"data": None, "seed": 3})]
+    report = json.loads(out.read_text())
+    assert report["dataset"] == "synthetic-vec" and list(report["methods"]) == ["baseline", "unlearn"]
+    assert report["n_test_normal"] + report["n_test_abnormal"] == 200
+    assert report["detector"]["kind"] == "autoencoder" and report["detector"]["epochs"] == 30
+    assert (report["batch"], report["seed"]) == (10, 3)
+    assert out.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
+    assert "wrote" in result.output
+
+
+def test_cli_bench_on_the_synthetic_vec_preset(tmp_path: Path) -> None:
+    # The full preset (1,500 training rows, a 2,500-row stream) in a fresh process, as a user runs it: about
+    # 8 s with --batch 25 (one update per mistake, the default, took 3 min: 434 updates).
+    out = tmp_path / "x.json"
+    proc = _run_cli(
+        ["bench", "--dataset", "synthetic-vec", "--methods", "baseline,unlearn", "--json", str(out)]
+        + ["--epochs", "30", "--batch", "25"]
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert (report["n_test_normal"], report["n_test_abnormal"]) == (2250, 250)
+    assert set(report["methods"]["unlearn"]) >= UPDATE_KEYS
+    assert out.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_cli_malformed_dataset_line_is_one_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "toy_train").write_text("1 2 3\n1 2 3 4\n")
+    (folder / "toy_test_abnormal").write_text("1 2\n3 x 4\n")
+    json_path = tmp_path / "never.json"
+    proc = _run_cli(["bench", "--dataset", "sequences", "--data", str(folder), "--json", str(json_path)], COLUMNS="60")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr  # one line, even on a narrow terminal
+    assert "toy_test_abnormal" in lines[0] and "line 2" in lines[0] and "'x'" in lines[0]
+    assert not json_path.exists()
+
+
+def test_cli_unknown_method_is_one_line_before_training(capsys: pytest.CaptureFixture[str]) -> None:
+    from lifelong.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--dataset", "synthetic-seq", "--methods", "baseline,unlern", "--json", "/nonexistent/x.json"])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "unknown methods ['unlern']" in err and "Traceback" not in err

@@ -1,0 +1,419 @@
+"""Bounded unlearning: the loss and its bound, the Fisher diagonal, the forgetting penalty and the update loop."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lifelong.data import synthetic_sequences, synthetic_vectors
+from lifelong.models.autoencoder import AutoencoderDetector
+from lifelong.models.lstm import EOS, N_RESERVED, PAD, UNK, DeepLogDetector
+from lifelong.unlearning import (
+    FN_LABEL,
+    FP_LABEL,
+    ForgettingPenalty,
+    UnlearnConfig,
+    bounded_unlearning_loss,
+    fisher_diagonal,
+    unlearn,
+)
+
+# torch.func has no batching rule for the CPU LSTM kernel and says so on every Fisher pass; it is only slower.
+pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
+
+BND = 5.0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    # Tiny models: intra-op threads only add contention on a shared 2-core machine (20x slower measured).
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+# --- the bounded loss (Eq. 17) -------------------------------------------------------------------------
+def _loss_and_grad(value: float, label: float, bound: float = BND) -> tuple[float, float]:
+    L = torch.tensor([value], dtype=torch.float64, requires_grad=True)
+    out = bounded_unlearning_loss(L, torch.tensor([label], dtype=torch.float64), bound)
+    out.backward()
+    return float(out.detach()), float(L.grad[0])
+
+
+@pytest.mark.parametrize("value", [BND, BND + 1e-9, BND + 0.5, 3 * BND, 1e6])
+def test_fn_term_is_zero_with_no_gradient_past_the_bound(value: float) -> None:
+    assert (FN_LABEL, FP_LABEL) == (1.0, -1.0)
+    loss, grad = _loss_and_grad(value, FN_LABEL)
+    assert loss == 0.0 and grad == 0.0
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, BND - 1e-6])
+def test_fn_term_below_the_bound_pushes_the_loss_up(value: float) -> None:
+    loss, grad = _loss_and_grad(value, FN_LABEL)
+    assert loss == pytest.approx(BND - value)
+    assert grad == -1.0  # gradient descent raises L(x)
+
+
+@pytest.mark.parametrize("value", [0.0, 0.3, BND, 40.0])
+def test_fp_term_is_plain_relearning(value: float) -> None:
+    loss, grad = _loss_and_grad(value, FP_LABEL)
+    assert loss == pytest.approx(BND + value)
+    assert grad == 1.0  # gradient descent lowers L(x), at any loss
+
+
+def test_bounded_loss_sums_units_and_checks_shapes() -> None:
+    losses = torch.tensor([1.0, 7.0, 2.0], requires_grad=True)
+    labels = torch.tensor([FN_LABEL, FN_LABEL, FP_LABEL])
+    out = bounded_unlearning_loss(losses, labels, BND)
+    assert out.item() == pytest.approx((BND - 1.0) + 0.0 + (BND + 2.0))
+    out.backward()
+    assert losses.grad.tolist() == [-1.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="differ in shape"):
+        bounded_unlearning_loss(torch.zeros(3), torch.ones(2), BND)
+
+
+# --- the Fisher diagonal on a two-parameter model ---------------------------------------------------------
+class TwoWeights(nn.Module):
+    """y = w1 * x1 + w2 * x2."""
+
+    def __init__(self, w1: float, w2: float) -> None:
+        super().__init__()
+        # float64 before the weights are set, so the hand calculation sees exactly w1 and w2.
+        self.lin = nn.Linear(2, 1, bias=False).double()
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.tensor([[w1, w2]], dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)[:, 0]  # (B,)
+
+
+def _squared_error_factory(model: nn.Module):
+    def unit_losses(units: tuple[torch.Tensor, ...], forward=None) -> torch.Tensor:
+        x, t = units
+        return ((forward or model)(x) - t) ** 2  # (U,)
+
+    return unit_losses
+
+
+def _hand_fisher(w: np.ndarray, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    # L = (w.x - t)^2  =>  dL/dw_j = 2 (w.x - t) x_j ; Fisher = mean over units of its square.
+    residual = x @ w - t  # (U,)
+    grads = 2.0 * residual[:, None] * x  # (U, 2)
+    return (grads**2).mean(axis=0)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 128])
+def test_fisher_matches_a_hand_calculation(chunk: int) -> None:
+    w = np.array([0.7, -1.3])
+    x = np.array([[1.0, 2.0], [-0.5, 0.25], [3.0, -1.0], [0.0, 4.0], [2.0, 2.0]])
+    t = np.array([1.0, 0.0, -2.0, 0.5, 3.0])
+    model = TwoWeights(*w)
+    units = (torch.as_tensor(x), torch.as_tensor(t))
+    fisher = fisher_diagonal(model, _squared_error_factory(model), units, chunk=chunk)
+    assert set(fisher) == {"lin.weight"}
+    np.testing.assert_allclose(fisher["lin.weight"][0].numpy(), _hand_fisher(w, x, t), rtol=1e-12)
+
+
+def test_fisher_is_exactly_zero_where_no_unit_has_a_gradient() -> None:
+    model = TwoWeights(0.5, 2.0)
+    x = np.array([[1.0, 0.0], [2.0, 0.0], [-1.0, 0.0]])  # x2 is never used: dL/dw2 = 0 for every unit
+    t = np.array([0.0, 1.0, 1.0])
+    fisher = fisher_diagonal(model, _squared_error_factory(model), (torch.as_tensor(x), torch.as_tensor(t)))
+    f = fisher["lin.weight"][0]
+    assert f[1].item() == 0.0
+    assert f[0].item() == pytest.approx(_hand_fisher(np.array([0.5, 2.0]), x, t)[0])
+
+
+def test_fisher_of_an_empty_memory_is_zero_and_mode_is_restored() -> None:
+    model = TwoWeights(1.0, 1.0)
+    model.train()
+    empty = (torch.zeros((0, 2), dtype=torch.float64), torch.zeros(0, dtype=torch.float64))
+    fisher = fisher_diagonal(model, _squared_error_factory(model), empty)
+    assert fisher["lin.weight"].abs().sum().item() == 0.0
+    assert model.training
+    units = (torch.ones((2, 2), dtype=torch.float64), torch.zeros(2, dtype=torch.float64))
+    fisher_diagonal(model, _squared_error_factory(model), units)
+    assert model.training
+    model.eval()
+    fisher_diagonal(model, _squared_error_factory(model), units)
+    assert not model.training
+
+
+# --- the forgetting penalty ------------------------------------------------------------------------------
+def test_penalty_is_zero_unchanged_positive_perturbed_and_differentiable() -> None:
+    model = TwoWeights(0.7, -1.3)
+    weights = {"lin.weight": torch.tensor([[2.0, 0.5]], dtype=torch.float64)}
+    pen = ForgettingPenalty(model, lam=3.0, mode="fisher", fisher=weights)
+    assert pen.penalty(model).item() == 0.0
+    with torch.no_grad():
+        model.lin.weight.add_(torch.tensor([[0.1, -0.2]], dtype=torch.float64))
+    value = pen.penalty(model)
+    # (lam / 2) * sum w * delta^2 = 1.5 * (2 * 0.01 + 0.5 * 0.04)
+    assert value.item() == pytest.approx(1.5 * (2.0 * 0.01 + 0.5 * 0.04))
+    value.backward()
+    # d/dtheta = lam * w * delta
+    np.testing.assert_allclose(model.lin.weight.grad.numpy(), [[3.0 * 2.0 * 0.1, 3.0 * 0.5 * -0.2]], rtol=1e-12)
+    # the anchor is a copy: moving the model does not move it
+    assert pen.anchor["lin.weight"][0].tolist() == [0.7, -1.3]
+
+
+def test_l2_mode_weights_everything_by_one_and_none_mode_is_zero() -> None:
+    model = TwoWeights(0.0, 0.0)
+    l2 = ForgettingPenalty(model, lam=4.0, mode="l2")
+    none = ForgettingPenalty(model, lam=4.0, mode="none")
+    assert l2.weights["lin.weight"].tolist() == [[1.0, 1.0]]
+    with torch.no_grad():
+        model.lin.weight.copy_(torch.tensor([[1.0, -2.0]], dtype=torch.float64))
+    assert l2.penalty(model).item() == pytest.approx(0.5 * 4.0 * (1.0 + 4.0))
+    assert none.penalty(model).item() == 0.0
+    assert ForgettingPenalty(model, lam=0.0, mode="l2").penalty(model).item() == 0.0
+
+
+def test_penalty_skips_parameters_without_weights() -> None:
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1)).double()
+    fisher = {"0.weight": torch.ones(2, 2, dtype=torch.float64)}
+    pen = ForgettingPenalty(model, lam=2.0, mode="fisher", fisher=fisher)
+    assert set(pen.weights) == {"0.weight"}
+    with torch.no_grad():
+        model[1].weight.add_(10.0)  # unweighted: no penalty
+        model[1].bias.add_(10.0)
+    assert pen.penalty(model).item() == 0.0
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    assert pen.penalty(model).item() == pytest.approx(0.5 * 2.0 * 4.0)
+
+
+def test_penalty_rejects_invalid_options() -> None:
+    model = TwoWeights(0.0, 0.0)
+    with pytest.raises(ValueError, match="lambda"):
+        ForgettingPenalty(model, lam=-1.0, mode="l2")
+    with pytest.raises(ValueError, match="mode"):
+        ForgettingPenalty(model, lam=1.0, mode="ewc")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Fisher"):
+        ForgettingPenalty(model, lam=1.0, mode="fisher")
+
+
+# --- detectors and labelled mistakes ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def seq_data():
+    return synthetic_sequences(seed=0, n_train=300, n_test=300)
+
+
+@pytest.fixture(scope="module")
+def lstm(seq_data) -> DeepLogDetector:
+    # Tp = 1e-3 so the late drift sessions (new normal behaviour) are flagged: real false positives.
+    det = DeepLogDetector(seed=0, epochs=20, hidden=32, embed_dim=16, layers=1, lr=1e-2, tp=1e-3)
+    return det.fit(seq_data.train, validation=seq_data.validation)
+
+
+@pytest.fixture(scope="module")
+def lstm_mistakes(lstm, seq_data) -> dict[str, list[int]]:
+    decided = lstm.decide(seq_data.stream)
+    scores = lstm.sample_scores(seq_data.stream)
+    labels = seq_data.stream_labels
+    fp = np.flatnonzero(decided & ~labels)
+    fn = np.flatnonzero(~decided & labels)
+    assert len(fp) and len(fn), "the fixture model must make both kinds of mistake"
+    order = fn[np.argsort(-scores[fn])]  # the missed anomaly closest to the threshold first
+    hardest = fn[np.argmin(scores[fn])]
+    return {"fp": fp.tolist(), "fn_close": [int(order[0])], "fn_hard": [int(hardest)]}
+
+
+@pytest.fixture(scope="module")
+def vec_data():
+    return synthetic_vectors(seed=0, n_train=300, n_test=400)
+
+
+@pytest.fixture(scope="module")
+def ae(vec_data) -> AutoencoderDetector:
+    return AutoencoderDetector(epochs=100, seed=0).fit(vec_data.train, validation=vec_data.validation)
+
+
+def _state(det) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in det.module_.state_dict().items()}
+
+
+def _assert_state_equal(det, state: dict[str, torch.Tensor]) -> None:
+    now = det.module_.state_dict()
+    assert set(now) == set(state)
+    for k, v in state.items():
+        assert torch.equal(now[k], v), k
+
+
+def test_fisher_of_deeplog_is_zero_for_embedding_rows_never_in_memory(lstm, seq_data) -> None:
+    memory_sessions = [s for s in seq_data.validation[:6]]
+    units, _ = lstm.units(memory_sessions)
+    fisher = fisher_diagonal(lstm.module_, lstm.unit_losses, units)
+    emb = fisher["embed.weight"]  # (V, E)
+    assert emb.shape == (lstm.n_classes_, lstm.config.embed_dim)
+    in_history = set(np.unique(units[0].numpy()).tolist())
+    unused = [i for i in range(lstm.n_classes_) if i not in in_history]
+    # EOS is only ever a target and UNK does not occur: their rows, and those of keys absent from the memory
+    # set, receive no gradient at all.
+    assert {EOS, UNK} <= set(unused)
+    assert any(i >= N_RESERVED for i in unused), "pick memory sessions that leave some keys out"
+    assert emb[unused].abs().sum().item() == 0.0
+    assert emb[PAD].abs().sum().item() == 0.0  # padding_idx: never trained
+    used = sorted(in_history - {PAD})
+    assert (emb[used].sum(dim=1) > 0).all()
+    # every parameter gets a non-negative weight of its own shape
+    for name, p in lstm.module_.named_parameters():
+        assert fisher[name].shape == p.shape and (fisher[name] >= 0).all()
+    # the head row of an unused key still gets a weight: softmax couples every logit
+    assert fisher["head.weight"][unused[-1]].abs().sum().item() > 0
+
+
+def test_fp_relearning_lowers_its_loss_and_leaves_the_original_alone(lstm, lstm_mistakes, seq_data) -> None:
+    fp = [seq_data.stream[lstm_mistakes["fp"][0]]]
+    probe = seq_data.stream[:60] + fp
+    before_scores = lstm.sample_scores(probe)
+    before_state = _state(lstm)
+    assert lstm.decide(fp).tolist() == [True]
+    res = unlearn(
+        lstm,
+        false_positives=fp,
+        validation=seq_data.validation,
+        config=UnlearnConfig(lr=1e-2, lam=5e3, regularizer="fisher", max_steps=100, seed=0),
+    )
+    assert res.updated and res.converged, res.reason
+    assert res.detector is not lstm
+    assert res.n_fp == 1 and res.n_fn == 0 and res.steps >= 1
+    assert res.bound == pytest.approx(2.0 * lstm.loss_threshold)
+    cand = res.detector
+    assert cand.sample_scores(fp)[0] < before_scores[-1]
+    assert cand.sample_scores(fp)[0] <= cand.loss_threshold
+    assert cand.decide(fp).tolist() == [False]
+    # the serving model is untouched
+    np.testing.assert_array_equal(lstm.sample_scores(probe), before_scores)
+    _assert_state_equal(lstm, before_state)
+    summary = res.summary()
+    assert summary["updated"] is True and summary["steps"] == res.steps
+    assert summary["final_loss"] == res.loss_history[-1] and len(res.loss_history) == res.steps
+
+
+def test_fn_unlearning_reaches_the_bound_within_a_few_dozen_steps(lstm, lstm_mistakes, seq_data) -> None:
+    fn = [seq_data.stream[lstm_mistakes["fn_close"][0]]]
+    before_state = _state(lstm)
+    assert lstm.decide(fn).tolist() == [False]
+    # Without the penalty the bound is reached in 17 steps (measured); with it, in 55.
+    for regularizer, max_steps in (("none", 40), ("fisher", 150)):
+        res = unlearn(
+            lstm,
+            false_negatives=fn,
+            validation=seq_data.validation,
+            config=UnlearnConfig(lr=1e-2, lam=5e3, regularizer=regularizer, max_steps=max_steps, seed=0),
+        )
+        assert res.updated and res.converged, (regularizer, res.reason)
+        assert res.steps <= max_steps
+        score = res.detector.sample_scores(fn)[0]
+        assert score >= res.bound == pytest.approx(2.0 * lstm.loss_threshold)
+        assert res.detector.decide(fn).tolist() == [True]
+        # The bound stops the push: the FN is not driven arbitrarily far past BND.
+        assert score < res.bound + lstm.loss_threshold
+    _assert_state_equal(lstm, before_state)
+
+
+def test_non_finite_parameters_return_the_original(lstm, lstm_mistakes, seq_data) -> None:
+    fp = [seq_data.stream[lstm_mistakes["fp"][0]]]
+    before_state = _state(lstm)
+    res = unlearn(
+        lstm,
+        false_positives=fp,
+        validation=seq_data.validation,
+        config=UnlearnConfig(lr=math.inf, regularizer="none", max_steps=10),
+    )
+    assert not res.updated and not res.converged
+    assert "non-finite" in res.reason
+    assert res.detector is lstm
+    _assert_state_equal(lstm, before_state)
+    assert lstm.parameters_finite()
+
+
+def test_non_finite_loss_returns_the_original(ae, vec_data) -> None:
+    decided = ae.decide(vec_data.stream)
+    fp = vec_data.stream.iloc[np.flatnonzero(decided & ~vec_data.stream_labels)[:1]]
+    before_state = _state(ae)
+    before_scores = ae.sample_scores(vec_data.stream)
+    res = unlearn(ae, false_positives=fp, config=UnlearnConfig(lr=1e6, regularizer="none", max_steps=50))
+    assert not res.updated
+    assert "non-finite" in res.reason
+    assert res.detector is ae
+    _assert_state_equal(ae, before_state)
+    np.testing.assert_array_equal(ae.sample_scores(vec_data.stream), before_scores)
+
+
+def test_step_budget_returns_the_original(lstm, lstm_mistakes, seq_data) -> None:
+    fn = [seq_data.stream[lstm_mistakes["fn_hard"][0]]]
+    assert lstm.sample_scores(fn)[0] < lstm.loss_threshold / 2  # far from BND: one step cannot get there
+    before_state = _state(lstm)
+    res = unlearn(lstm, false_negatives=fn, config=UnlearnConfig(lr=1e-3, regularizer="none", max_steps=1))
+    assert not res.updated and not res.converged
+    assert "budget" in res.reason and "1 steps" in res.reason
+    assert res.steps == 1 and len(res.loss_history) == 1
+    assert res.detector is lstm
+    _assert_state_equal(lstm, before_state)
+
+
+def test_time_budget_returns_the_original(lstm, lstm_mistakes, seq_data) -> None:
+    fn = [seq_data.stream[lstm_mistakes["fn_hard"][0]]]
+    res = unlearn(lstm, false_negatives=fn, config=UnlearnConfig(lr=1e-3, max_seconds=1e-9, max_steps=1000))
+    assert not res.updated and "budget" in res.reason and " s " in res.reason
+    assert res.detector is lstm
+    assert res.steps < 1000
+
+
+def test_nothing_to_unlearn_and_no_threshold(lstm, vec_data) -> None:
+    res = unlearn(lstm, config=UnlearnConfig())
+    assert not res.updated and res.converged and res.reason == "nothing to unlearn" and res.detector is lstm
+    untuned = AutoencoderDetector(epochs=1, seed=0, tau=None)
+    untuned.fit(vec_data.train.iloc[:20])
+    untuned.tau_ = math.inf  # a model without a threshold cannot bound anything
+    res = unlearn(untuned, false_positives=vec_data.stream.iloc[:1])
+    assert not res.updated and "threshold" in res.reason and res.detector is untuned
+
+
+def test_budget_defers_samples_beyond_max_samples(lstm, lstm_mistakes, seq_data) -> None:
+    fps = [seq_data.stream[i] for i in lstm_mistakes["fp"][:3]]
+    res = unlearn(
+        lstm,
+        false_positives=fps,
+        validation=seq_data.validation,
+        config=UnlearnConfig(lr=1e-2, max_samples=2, max_steps=100),
+    )
+    assert res.n_fp == 2 and res.deferred == 1
+    assert res.summary()["deferred"] == 1
+
+
+def test_autoencoder_fp_and_fn_updates(ae, vec_data) -> None:
+    decided = ae.decide(vec_data.stream)
+    labels = vec_data.stream_labels
+    fp = vec_data.stream.iloc[np.flatnonzero(decided & ~labels)[:1]]
+    fn = vec_data.stream.iloc[np.flatnonzero(~decided & labels)[:1]]
+    before = ae.sample_scores(vec_data.stream)
+    cfg = UnlearnConfig(lr=1e-2, lam=5e3, regularizer="fisher", max_steps=100, seed=0)
+    res_fp = unlearn(ae, false_positives=fp, validation=vec_data.validation, config=cfg)
+    assert res_fp.updated, res_fp.reason
+    assert res_fp.detector.sample_scores(fp)[0] < ae.sample_scores(fp)[0]
+    assert res_fp.detector.decide(fp).tolist() == [False]
+    res_fn = unlearn(ae, false_negatives=fn, validation=vec_data.validation, config=cfg)
+    assert res_fn.updated, res_fn.reason
+    assert res_fn.bound == pytest.approx(2.0 * ae.loss_threshold)
+    assert res_fn.detector.sample_scores(fn)[0] >= res_fn.bound
+    np.testing.assert_array_equal(ae.sample_scores(vec_data.stream), before)
+
+
+def test_unlearn_config_validation() -> None:
+    with pytest.raises(ValueError, match="bnd_factor"):
+        UnlearnConfig(bnd_factor=0)
+    with pytest.raises(ValueError, match="fn_units"):
+        UnlearnConfig(fn_units="some")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="optimizer"):
+        UnlearnConfig(optimizer="rmsprop")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_steps"):
+        UnlearnConfig(max_steps=0)
