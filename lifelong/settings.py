@@ -51,9 +51,12 @@ class Settings(BaseSettings):
     min_errors: int = Field(5, ge=1, description="Pending labels needed before a scheduled unlearning run works.")
 
     # Unlearning budget (per run).
-    max_steps: int = Field(200, ge=1, description="Most optimiser steps one unlearning run may take.")
+    max_steps: int = Field(300, ge=1, description="Most optimiser steps of one bounded update (per chunk).")
     max_seconds: float = Field(300.0, gt=0, description="Most seconds one unlearning run may take.")
     max_samples: int = Field(2000, ge=1, description="Most labelled samples one unlearning run may use.")
+    unlearn_chunk: int = Field(
+        10, ge=1, description="Labels per bounded update inside one run (updates chain, as the paper's per report)."
+    )
 
     # The promotion gate (design.md). Fail closed: a missing threshold is an error, never a pass.
     gate_fp_tolerance: float = Field(

@@ -66,7 +66,7 @@ class UnlearnConfig:
     fn_k: int = 3
     replay_past: bool = False
     proximal: bool = True
-    max_steps: int = 100
+    max_steps: int = 300
     max_seconds: float = 60.0
     max_samples: int = 2000
     seed: int = 0
@@ -219,29 +219,45 @@ def unlearn(
     cand = detector.clone()
     module = cand.module_
 
-    # Units to unlearn now, with their labels (+1 FN, -1 FP).
-    parts, labels = [], []
+    # Units to unlearn now, with their labels (+1 FN, -1 FP), the sample each belongs to, and per sample the
+    # loss it must reach: an FN's largest unit loss >= BND, an FP's largest <= fp_margin * tau' (past labels
+    # replayed as a guard only need to stay decided correctly).
+    tau = detector.loss_threshold
+    parts: list[tuple[torch.Tensor, ...]] = []
+    labels: list[np.ndarray] = []
+    owners: list[np.ndarray] = []
+    targets: list[float] = []
+
+    def add(samples: Any, kind: float, target: float, select: bool) -> None:
+        unit_t, owner = cand.units(samples)
+        if select:
+            unit_t, owner = _select_fn_units(cand, unit_t, owner, cfg.fn_units, cfg.fn_k)
+        if unit_t[0].shape[0] == 0:
+            return
+        _, local = np.unique(owner, return_inverse=True)
+        parts.append(unit_t)
+        labels.append(np.full(unit_t[0].shape[0], kind))
+        owners.append(local.reshape(-1) + len(targets))
+        targets.extend([target] * int(local.max() + 1))
+
     if n_fp:
-        fp_units, _ = cand.units(false_positives)
-        parts.append(fp_units)
-        labels.append(np.full(fp_units[0].shape[0], FP_LABEL))
+        add(false_positives, FP_LABEL, cfg.fp_margin * tau, False)
     if n_fn:
-        fn_all, owner = cand.units(false_negatives)
-        fn_units, _ = _select_fn_units(cand, fn_all, owner, cfg.fn_units, cfg.fn_k)
-        parts.append(fn_units)
-        labels.append(np.full(fn_units[0].shape[0], FN_LABEL))
+        add(false_negatives, FN_LABEL, bound, True)
     if cfg.replay_past:
         if _length(past_false_positives):
-            parts.append(cand.units(past_false_positives)[0])
-            labels.append(np.full(parts[-1][0].shape[0], FP_LABEL))
+            add(past_false_positives, FP_LABEL, tau, False)
         if _length(past_false_negatives):
-            pu, po = cand.units(past_false_negatives)
-            parts.append(_select_fn_units(cand, pu, po, cfg.fn_units, cfg.fn_k)[0])
-            labels.append(np.full(parts[-1][0].shape[0], FN_LABEL))
+            add(past_false_negatives, FN_LABEL, tau, True)
     units = _cat_units(parts)
     if units is None:
         return result(detector, False, True, "the labelled samples have no usable units", 0, [])
-    label_t = torch.as_tensor(np.concatenate(labels), dtype=torch.float32, device=units[0].device)
+    label_np = np.concatenate(labels)
+    label_t = torch.as_tensor(label_np, dtype=torch.float32, device=units[0].device)
+    owner_np = np.concatenate(owners)
+    target_np = np.asarray(targets)
+    is_fn_sample = np.zeros(len(target_np), dtype=bool)
+    is_fn_sample[owner_np[label_np == FN_LABEL]] = True
 
     # Memory set M_t: held-out normals + past mistakes, sampled afresh for this update (Eq. 20).
     penalty = None
@@ -268,29 +284,30 @@ def unlearn(
     history: list[float] = []
     proximal = penalty is not None and cfg.optimizer == "sgd" and cfg.proximal
 
-    def converged() -> bool:
-        with torch.no_grad():
-            fn_ok = True
-            if n_fn:
-                fn_ok = bool((cand.sample_scores(false_negatives) >= bound).all())
-            fp_ok = True
-            if n_fp and fn_ok:
-                fp_ok = not bool(cand.decide(false_positives).any()) and bool(
-                    (cand.sample_scores(false_positives) <= cfg.fp_margin * detector.loss_threshold).all()
-                )
-        return fn_ok and fp_ok
-
     module.train()
     steps = 0
     reason = ""
     while True:
+        losses = cand.unit_losses(units)  # (U,)
+        # Which samples still miss their target (measured before this step's update).
+        with torch.no_grad():
+            worst = np.full(len(target_np), -np.inf)
+            np.maximum.at(worst, owner_np, losses.detach().double().cpu().numpy())
+        done = np.where(is_fn_sample, worst >= target_np, worst <= target_np)
+        if done.all():
+            module.eval()
+            return result(cand, True, True, f"converged in {steps} steps", steps, history)
         if steps >= cfg.max_steps:
-            reason = f"budget exhausted: {steps} steps without converging"
+            reason = f"budget exhausted: {steps} steps without converging ({int((~done).sum())} sample(s) left)"
             break
         if time.perf_counter() - start > cfg.max_seconds:
-            reason = f"budget exhausted: {cfg.max_seconds:g} s without converging"
+            reason = f"budget exhausted: {cfg.max_seconds:g} s without converging ({int((~done).sum())} left)"
             break
-        loss = bounded_unlearning_loss(cand.unit_losses(units), label_t, bound)
+        # Only samples still short of their target train, averaged per sample: a batch of hundreds of labels
+        # takes steps of the same size as a single label (a plain sum would make the step hundreds of times
+        # larger), and a sample that is done stops pulling the model.
+        active = torch.as_tensor(~done[owner_np], device=losses.device)
+        loss = bounded_unlearning_loss(losses[active], label_t[active], bound) / int((~done).sum())
         reg_value = penalty.penalty(module) if penalty is not None else None
         total = loss + reg_value if reg_value is not None else loss
         history.append(float(total.detach()))
@@ -307,13 +324,8 @@ def unlearn(
             total.backward()
             opt.step()
         steps += 1
-        module.eval()
         if not cand.parameters_finite():
-            return result(
-                detector, False, False, f"parameters became non-finite at step {steps}", steps, history
-            )
-        if converged():
-            return result(cand, True, True, f"converged in {steps} steps", steps, history)
-        module.train()
+            module.eval()
+            return result(detector, False, False, f"parameters became non-finite at step {steps}", steps, history)
     module.eval()
     return result(detector, False, False, reason, steps, history)
