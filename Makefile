@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/lifelong demo
+	$(PY) -m tasks.demo
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
