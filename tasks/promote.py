@@ -101,7 +101,11 @@ def promote_or_reject(
             log.info("run %s %s: %s", run_id, decision, text)
             return to_summary(PromoteSummary(run_id, decision, version, parent, text))
         pointer = reg.production(model)
-        if pointer is None or pointer.version != parent:
+        # A retry of this run's own promotion (the pointer moved, then the task died before it finished)
+        # is not a stale verdict: reg.promote recognises the run and returns its record, and the labels
+        # are marked consumed below, instead of being released while their model serves.
+        ours = pointer is not None and pointer.version == version and pointer.run_id == run_id
+        if not ours and (pointer is None or pointer.version != parent):
             # Production moved after the gate compared against it: the verdict is stale.
             text = f"production moved from {parent[:12]} to {pointer.version[:12] if pointer else None} during the run"
             reg.reject(
