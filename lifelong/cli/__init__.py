@@ -51,9 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         import click
 
         # Newer typer vendors click (typer._click): its usage errors are not instances of click's classes.
-        if isinstance(exc, click.exceptions.ClickException) or (
-            hasattr(exc, "show") and hasattr(exc, "exit_code")
-        ):
+        if isinstance(exc, click.exceptions.ClickException) or (hasattr(exc, "show") and hasattr(exc, "exit_code")):
             exc.show()
             sys.exit(exc.exit_code)
         raise

@@ -19,9 +19,7 @@ def bench(
     dataset: Annotated[
         str, typer.Option(help="banknote, hdfs, hadoop, synthetic-seq, synthetic-vec, sequences, vectors")
     ],
-    json_path: Annotated[Path, typer.Option("--json", help="Write the JSON report here.")] = Path(
-        "bench.json"
-    ),
+    json_path: Annotated[Path, typer.Option("--json", help="Write the JSON report here.")] = Path("bench.json"),
     data: Annotated[
         str | None,
         typer.Option(
@@ -31,27 +29,19 @@ def bench(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of splits, shuffles, models and memory sampling.")] = 0,
     batch: Annotated[int, typer.Option(help="Reports per model update (the pipeline batches).")] = 1,
-    methods: Annotated[
-        str, typer.Option(help="Comma-separated methods.")
-    ] = "baseline,unlearn,unlearn_l2,retrain",
-    plot: Annotated[
-        Path | None, typer.Option(help="PNG of cumulative FP/FN (default: beside the JSON).")
-    ] = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = "baseline,unlearn,unlearn_l2,retrain",
+    plot: Annotated[Path | None, typer.Option(help="PNG of cumulative FP/FN (default: beside the JSON).")] = None,
     tp: Annotated[float | None, typer.Option(help="LSTM probability threshold Tp (default 1e-4).")] = None,
     mode: Annotated[str, typer.Option(help="LSTM decision mode: prob (Tp) or topg.")] = "prob",
     epochs: Annotated[int | None, typer.Option(help="Training epochs of the base model.")] = None,
     retrain_every: Annotated[int, typer.Option(help="Reports between retrains of the retrain method.")] = 200,
     lam: Annotated[float | None, typer.Option(help="lambda of the forgetting penalty.")] = None,
-    lr_scale: Annotated[
-        float | None, typer.Option(help="Unlearning LR as a share of the training LR.")
-    ] = None,
+    lr_scale: Annotated[float | None, typer.Option(help="Unlearning LR as a share of the training LR.")] = None,
     bnd_factor: Annotated[float | None, typer.Option(help="BND = factor * tau'.")] = None,
     fn_units: Annotated[str | None, typer.Option(help="FN windows to unlearn: max, topk or all.")] = None,
     label_column: Annotated[str | None, typer.Option(help="vectors: label column (default: last).")] = None,
     normal_value: Annotated[str, typer.Option(help="vectors: the label value that means normal.")] = "0",
-    train_normal: Annotated[
-        int | None, typer.Option(help="vectors: first N normal rows train the model.")
-    ] = None,
+    train_normal: Annotated[int | None, typer.Option(help="vectors: first N normal rows train the model.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Replay a test stream, let the ground truth report every mistake, update, and count FP and FN."""
@@ -85,8 +75,7 @@ def bench(
     )
     n = len(ds.stream_labels)
     console.print(
-        f"[bold]{ds.name}[/]: {ds.n_test_normal} normal + {ds.n_test_abnormal} abnormal in the stream, "
-        f"batch {batch}"
+        f"[bold]{ds.name}[/]: {ds.n_test_normal} normal + {ds.n_test_abnormal} abnormal in the stream, batch {batch}"
     )
     for note in getattr(ds, "notes", []):
         console.print(f"  note: {note}")

@@ -8,7 +8,7 @@ import importlib
 import json
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,14 +18,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from lifelong.cli.options import parse_since
 from lifelong.errors import LabelError
 from lifelong.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
-labels_app = typer.Typer(
-    help="Analysts' labels: FP (a false alarm) and FN (a missed anomaly).", no_args_is_help=True
-)
+labels_app = typer.Typer(help="Analysts' labels: FP (a false alarm) and FN (a missed anomaly).", no_args_is_help=True)
 alerts_app = typer.Typer(help="Alerts: what the scorer flagged.", no_args_is_help=True)
 
 CSV_COLUMNS = ("entity", "kind", "stream", "note", "incident", "analyst", "sample")
@@ -62,17 +61,7 @@ def _open_store(settings: Settings) -> Any:
     return LabelStore.from_settings(settings)
 
 
-def _parse_since(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(
-            f"{value!r} is not an ISO 8601 date or time, e.g. 2024-05-01 or 2024-05-01T12:00Z",
-            param_hint="--since",
-        ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed  # naive means UTC
+_parse_since = parse_since
 
 
 def _parse_sample(value: str | None, where: str) -> Any:
@@ -81,9 +70,7 @@ def _parse_sample(value: str | None, where: str) -> Any:
     try:
         return json.loads(value)
     except json.JSONDecodeError as exc:
-        raise LabelError(
-            f"{where}sample is not valid JSON ({exc.msg} at char {exc.pos}), e.g. [3, 1, 4]"
-        ) from None
+        raise LabelError(f"{where}sample is not valid JSON ({exc.msg} at char {exc.pos}), e.g. [3, 1, 4]") from None
 
 
 def _default_analyst() -> str | None:
@@ -202,9 +189,7 @@ def add(
             "Default: looked up in the lake's score files."
         ),
     ] = None,
-    model_version: Annotated[
-        str | None, typer.Option(help="FN only: the model version that passed it.")
-    ] = None,
+    model_version: Annotated[str | None, typer.Option(help="FN only: the model version that passed it.")] = None,
     note: Annotated[str | None, typer.Option(help="Free text, stored as given.")] = None,
     incident: Annotated[str | None, typer.Option(help="Incident or ticket tag.")] = None,
     analyst: Annotated[str | None, typer.Option(help="Who labels it. Default: your user name.")] = None,
@@ -228,9 +213,7 @@ def add(
         incident=incident,
     )
     with _open_store(settings) as store:
-        ((label, created),) = store.add_labels(
-            [request], supersede=supersede, sample_resolver=lake_resolver(settings)
-        )
+        ((label, created),) = store.add_labels([request], supersede=supersede, sample_resolver=lake_resolver(settings))
     if as_json:
         _print_json({**label.to_dict(), "created": created})
         return
@@ -295,9 +278,7 @@ def _read_csv(path: Path, default_stream: str, default_analyst: str | None) -> l
         except csv.Error as exc:
             raise LabelError(f"{path} line {reader.line_num}: not valid CSV ({exc})") from None
         except UnicodeDecodeError as exc:
-            raise LabelError(
-                f"{path}: not UTF-8 text ({exc.reason}); export the sheet as CSV UTF-8"
-            ) from None
+            raise LabelError(f"{path}: not UTF-8 text ({exc.reason}); export the sheet as CSV UTF-8") from None
     return requests
 
 
@@ -305,17 +286,13 @@ def _read_csv(path: Path, default_stream: str, default_analyst: str | None) -> l
 def import_csv(
     file: Annotated[
         Path,
-        typer.Argument(
-            help="CSV with a header row: entity, kind[, stream, note, incident, analyst, sample]."
-        ),
+        typer.Argument(help="CSV with a header row: entity, kind[, stream, note, incident, analyst, sample]."),
     ],
     stream: Annotated[
         str | None,
         typer.Option("--stream", "-s", help="Stream of rows without one. Default: LIFELONG_STREAM."),
     ] = None,
-    analyst: Annotated[
-        str | None, typer.Option(help="Analyst of rows without one. Default: your user name.")
-    ] = None,
+    analyst: Annotated[str | None, typer.Option(help="Analyst of rows without one. Default: your user name.")] = None,
     supersede: Annotated[
         bool, typer.Option("--supersede", help="Let rows replace conflicting labels (FP vs FN).")
     ] = False,
@@ -340,9 +317,7 @@ def import_csv(
 def list_labels(
     stream: Annotated[str | None, typer.Option("--stream", "-s", help="Only this stream.")] = None,
     status: Annotated[Status | None, typer.Option(help="Only this status.")] = None,
-    since: Annotated[
-        str | None, typer.Option(help="Only labels added since (ISO 8601; UTC if no zone).")
-    ] = None,
+    since: Annotated[str | None, typer.Option(help="Only labels added since (ISO 8601; UTC if no zone).")] = None,
     incident: Annotated[str | None, typer.Option(help="Only this incident tag.")] = None,
     kind: Annotated[Kind | None, typer.Option(case_sensitive=False, help="Only FP or only FN.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many.")] = None,
@@ -379,9 +354,7 @@ def list_alerts(
     """List alerts, newest data interval first."""
     settings = get_settings()
     with _open_store(settings) as store:
-        alerts = store.list_alerts(
-            stream=stream, since=_parse_since(since), model_version=model_version, limit=limit
-        )
+        alerts = store.list_alerts(stream=stream, since=_parse_since(since), model_version=model_version, limit=limit)
     if as_json:
         _print_json([alert.to_dict() for alert in alerts])
         return

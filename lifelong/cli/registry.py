@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from lifelong.cli.options import parse_since
 from lifelong.settings import get_settings
 
 if TYPE_CHECKING:
@@ -79,17 +80,7 @@ def _parent(manifest: dict[str, Any]) -> Any:
     return manifest.get("parent") or manifest.get("parent_version")
 
 
-def _parse_since(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(
-            f"{value!r} is not an ISO 8601 date or time, e.g. 2026-12-01 or 2026-12-01T12:00Z",
-            param_hint="--since",
-        ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed  # naive means UTC
+_parse_since = parse_since
 
 
 def _default_actor() -> str:
@@ -207,9 +198,7 @@ def rollback_command(
     model: ModelOption = None,
     to: Annotated[
         str | None,
-        typer.Option(
-            "--to", help="Version (or unique prefix) to serve. Default: the one production replaced."
-        ),
+        typer.Option("--to", help="Version (or unique prefix) to serve. Default: the one production replaced."),
     ] = None,
     actor: Annotated[str | None, typer.Option(help="Who rolls back. Default: $USER.")] = None,
 ) -> None:

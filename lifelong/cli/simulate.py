@@ -101,9 +101,7 @@ def simulate(
         int | None,
         typer.Option(min=0, help="Seed; the same seed and hour land the same files. Default: LIFELONG_SEED."),
     ] = None,
-    sessions_per_hour: Annotated[
-        int, typer.Option(min=1, help="Sessions (events) or rows (vectors) per hour.")
-    ] = 300,
+    sessions_per_hour: Annotated[int, typer.Option(min=1, help="Sessions (events) or rows (vectors) per hour.")] = 300,
     anomaly_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of abnormal entities.")] = 0.08,
     drift_from_hour: Annotated[
         int, typer.Option(min=0, help="Hours after --start before drift appears (0: from the first hour).")
@@ -188,9 +186,7 @@ def simulate(
 
 
 def from_truth(
-    stream: Annotated[
-        str | None, typer.Option("--stream", "-s", help="Stream. Default: LIFELONG_STREAM.")
-    ] = None,
+    stream: Annotated[str | None, typer.Option("--stream", "-s", help="Stream. Default: LIFELONG_STREAM.")] = None,
     since: Annotated[
         str | None,
         typer.Option(help="Only intervals starting at or after (ISO 8601; UTC if no zone). Default: all."),
