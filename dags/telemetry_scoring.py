@@ -63,6 +63,9 @@ def telemetry_scoring():
 
     @task(outlets=[SCORES])
     def publish(results: list[dict], outlet_events=None, data_interval_start=None) -> dict:
+        # The mapped results arrive as a lazy XCom sequence: iterating it probes one index past the end (an
+        # "XCom not found" error line per pass); one slice fetches them all in a single request.
+        results = list(results[:])
         summary = {
             "interval_start": str(data_interval_start),
             "shards": len(results),

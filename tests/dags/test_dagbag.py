@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import ast
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +106,43 @@ def test_parse_time_glue_imports_nothing_heavy() -> None:
     runner = REPO / "tasks" / "runner.py"
     assert _module_level_imports(runner) <= {"__future__", "os", "collections", "datetime", "typing"}
     assert not HEAVY_MODULES & _module_level_imports(runner)
+
+
+_QUIET_HOUR = """
+import json, sys
+from pathlib import Path
+
+from tasks.demo import START, load_dags, prepare_airflow, score_hour
+
+prepare_airflow(Path(sys.argv[1]))  # AIRFLOW_HOME and LIFELONG_HOME under the temporary home; db migrate
+state, out = score_hour(load_dags(), START)  # logical date START + 1 h
+Path(sys.argv[2]).write_text(json.dumps({"state": state, "out": out}))
+"""
+
+
+def test_scoring_dag_runs_a_quiet_hour_with_dag_test(tmp_path: Path) -> None:
+    """A ``dag.test()`` smoke run (about 12 s): the wiring holds when an hour has no telemetry at all."""
+    script, result = tmp_path / "quiet_hour.py", tmp_path / "quiet_hour.json"
+    script.write_text(_QUIET_HOUR)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIFELONG_", "AIRFLOW"))}
+    env.update({"LIFELONG_TORCH_THREADS": "1", "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "home"), str(result)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    run = json.loads(result.read_text())
+    assert run["state"] == "success", run
+    out = run["out"]
+    # The run at 01:00 covers the data interval [00:00, 01:00) (CronDataIntervalTimetable).
+    assert (out["ingest"]["interval_start"], out["ingest"]["interval_end"]) == (
+        "2026-01-05T00:00:00+00:00",
+        "2026-01-05T01:00:00+00:00",
+    )
+    assert out["ingest"]["files"] == [] and out["validate"]["shards"] == [] and out["shards"] == []
+    # Nothing to map over: score and publish are skipped, not failed; no production model was needed.
+    assert (out["score"], out["publish"]) == ("skipped", "skipped")

@@ -9,6 +9,7 @@ own copy of that home (local ETags are content hashes, so a copy is a faithful s
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,8 +55,6 @@ def make_settings(home: Path, **overrides: Any) -> Settings:
 @pytest.fixture(autouse=True)
 def _no_lifelong_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A developer's LIFELONG_* variables must not redirect the stores of a test."""
-    import os
-
     for name in [n for n in os.environ if n.startswith("LIFELONG_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("LIFELONG_TORCH_THREADS", "1")
@@ -99,8 +98,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     torch.set_num_threads(1)
     home = tmp_path_factory.mktemp("world") / "home"
     with pytest.MonkeyPatch.context() as mp:
-        import os
-
         for name in [n for n in os.environ if n.startswith("LIFELONG_")]:
             mp.delenv(name)
         settings = make_settings(home)
