@@ -13,6 +13,7 @@ in blocks with the current model, so a model is only re-run when it changed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import statistics
 import time
@@ -26,7 +27,7 @@ import pandas as pd
 
 from lifelong.errors import ConfigError
 from lifelong.models.base import Detector
-from lifelong.unlearning import UnlearnConfig, unlearn
+from lifelong.unlearning import UnlearnConfig, config_for, unlearn
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ def replay(
                 det = retrain(concat(dataset.train, fps)) if retrain else det
                 ok = True
             else:
-                cfg = unlearn_config or UnlearnConfig()
+                cfg = unlearn_config or config_for(base)
                 if name == "unlearn_l2":
                     cfg = replace(cfg, regularizer="l2")
                 out = unlearn(
@@ -248,7 +249,9 @@ class BenchOptions:
     tp: float | None = None
     mode: str = "prob"
     epochs: int | None = None
-    unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
+    # The unlearning options in full, or None: the detector kind's defaults with ``unlearn_options`` on top.
+    unlearn: UnlearnConfig | None = None
+    unlearn_options: dict[str, Any] = field(default_factory=dict)
 
 
 def make_detector(dataset: Any, opts: BenchOptions) -> Detector:
@@ -295,6 +298,7 @@ def run_benchmark(
     t0 = time.perf_counter()
     base = fit_detector(dataset, opts)
     train_seconds = time.perf_counter() - t0
+    ucfg = opts.unlearn or config_for(base, **opts.unlearn_options)
     n_stream = len(dataset.stream_labels)
     t0 = time.perf_counter()
     base.decide(dataset.stream)
@@ -308,7 +312,7 @@ def run_benchmark(
             base,
             dataset,
             batch=opts.batch,
-            unlearn_config=opts.unlearn,
+            unlearn_config=ucfg,
             retrain=lambda samples: fit_detector(dataset, opts, train=samples),
             retrain_every=opts.retrain_every,
             progress=(lambda i, nm=name: progress(nm, i)) if progress else None,
@@ -324,7 +328,7 @@ def run_benchmark(
         "train_seconds": round(train_seconds, 2),
         "methods": {k: v.to_dict() for k, v in results.items()},
         "scoring_sessions_per_second": round(score_rate, 1),
-        "unlearn_config": {k: getattr(opts.unlearn, k) for k in opts.unlearn.__dataclass_fields__},
+        "unlearn_config": dataclasses.asdict(ucfg),
         "notes": list(getattr(dataset, "notes", [])),
     }
     if "retrain" in results and "unlearn" in results:

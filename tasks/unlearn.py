@@ -77,7 +77,7 @@ def _unlearn_in_chunks(
     """
     import time
 
-    from lifelong.unlearning import UnlearnConfig, unlearn
+    from lifelong.unlearning import config_for, unlearn
 
     start = time.perf_counter()
     current, history, chunks = detector, [], []
@@ -97,7 +97,7 @@ def _unlearn_in_chunks(
             validation=heldout,
             past_false_positives=past_fp or None,
             past_false_negatives=past_fn or None,
-            config=UnlearnConfig(**{**options, "max_seconds": left, "seed": options["seed"] + i}),
+            config=config_for(current, **{**options, "max_seconds": left, "seed": options["seed"] + i}),
         )
         steps += res.steps
         history += res.loss_history

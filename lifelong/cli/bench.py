@@ -39,17 +39,19 @@ def bench(
     lr_scale: Annotated[float | None, typer.Option(help="Unlearning LR as a share of the training LR.")] = None,
     bnd_factor: Annotated[float | None, typer.Option(help="BND = factor * tau'.")] = None,
     fn_units: Annotated[str | None, typer.Option(help="FN windows to unlearn: max, topk or all.")] = None,
+    fp_margin: Annotated[float | None, typer.Option(help="An FP is relearnt at score <= margin * tau'.")] = None,
+    guard_units: Annotated[
+        int | None, typer.Option(help="Held-out normal units guarded against getting worse (0 = off).")
+    ] = None,
+    guard_weight: Annotated[float | None, typer.Option(help="Weight of the no-harm guard.")] = None,
     label_column: Annotated[str | None, typer.Option(help="vectors: label column (default: last).")] = None,
     normal_value: Annotated[str, typer.Option(help="vectors: the label value that means normal.")] = "0",
     train_normal: Annotated[int | None, typer.Option(help="vectors: first N normal rows train the model.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Replay a test stream, let the ground truth report every mistake, update, and count FP and FN."""
-    from dataclasses import replace
-
     from lifelong.bench import BenchOptions, plot_cumulative, run_benchmark
     from lifelong.data import load_preset
-    from lifelong.unlearning import UnlearnConfig
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
@@ -60,9 +62,15 @@ def bench(
         if train_normal is not None:
             kw["train_normal"] = train_normal
     ds = load_preset(dataset, data=data, seed=seed, **kw)
-    ucfg = UnlearnConfig()
-    overrides = {"lam": lam, "lr_scale": lr_scale, "bnd_factor": bnd_factor, "fn_units": fn_units}
-    ucfg = replace(ucfg, **{k: v for k, v in overrides.items() if v is not None})
+    overrides = {
+        "lam": lam,
+        "lr_scale": lr_scale,
+        "bnd_factor": bnd_factor,
+        "fn_units": fn_units,
+        "fp_margin": fp_margin,
+        "guard_units": guard_units,
+        "guard_weight": guard_weight,
+    }
     opts = BenchOptions(
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         batch=batch,
@@ -71,7 +79,7 @@ def bench(
         tp=tp,
         mode=mode,
         epochs=epochs,
-        unlearn=ucfg,
+        unlearn_options={k: v for k, v in overrides.items() if v is not None},
     )
     n = len(ds.stream_labels)
     console.print(

@@ -42,6 +42,9 @@ class Detector(ABC):
 
     kind: ClassVar[str]
     module_: torch.nn.Module
+    # Unlearning options this kind of model measured best where they differ from ``UnlearnConfig``'s
+    # defaults (see the README's unlearning tables); explicit options still win.
+    unlearn_defaults: ClassVar[dict[str, Any]] = {}
 
     # --- fitting and scoring -------------------------------------------------------------------------
     @abstractmethod

@@ -2,7 +2,7 @@
 
 from lifelong.unlearning.ewc import ForgettingPenalty, fisher_diagonal
 from lifelong.unlearning.loss import FN_LABEL, FP_LABEL, bounded_unlearning_loss
-from lifelong.unlearning.update import UnlearnConfig, UnlearnResult, unlearn
+from lifelong.unlearning.update import UnlearnConfig, UnlearnResult, config_for, unlearn
 
 __all__ = [
     "FN_LABEL",
@@ -11,6 +11,7 @@ __all__ = [
     "UnlearnConfig",
     "UnlearnResult",
     "bounded_unlearning_loss",
+    "config_for",
     "fisher_diagonal",
     "unlearn",
 ]

@@ -48,6 +48,10 @@ class UnlearnConfig:
             'topk' (the k least likely), or 'all'. Irrelevant for vectors (one unit per sample).
         fn_k: k for 'topk'.
         replay_past: also keep past labelled mistakes in the bounded loss (a guard against regressions).
+        guard_units: held-out normal units sampled per update as a no-harm guard (0 = off): each adds
+            ReLU(L(x) - L_before(x)) to the loss, so the update may not make a held-out normal worse than the
+            serving model did (rehearsal beside the Fisher penalty, which vanishes at a minimum).
+        guard_weight: weight of the guard term (per guard unit, averaged).
         proximal: with SGD, apply the penalty as an exact proximal step (stable for large lambda).
         max_steps, max_seconds, max_samples: the budget.
         seed: memory-set sampling seed.
@@ -65,6 +69,8 @@ class UnlearnConfig:
     fn_units: FnUnits = "max"
     fn_k: int = 3
     replay_past: bool = False
+    guard_units: int = 0
+    guard_weight: float = 1.0
     proximal: bool = True
     max_steps: int = 300
     max_seconds: float = 60.0
@@ -78,8 +84,15 @@ class UnlearnConfig:
             raise ValueError(f"fn_units must be 'all', 'max' or 'topk', got {self.fn_units!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.guard_units < 0 or self.guard_weight < 0:
+            raise ValueError("guard_units and guard_weight must be >= 0")
         if self.max_steps < 1 or self.max_seconds <= 0 or self.max_samples < 1:
             raise ValueError("max_steps, max_seconds and max_samples must be positive")
+
+
+def config_for(detector: Detector, **options: Any) -> UnlearnConfig:
+    """The options of an update of ``detector``: its kind's measured defaults, then ``options`` on top."""
+    return UnlearnConfig(**{**type(detector).unlearn_defaults, **options})
 
 
 @dataclass
@@ -182,7 +195,7 @@ def unlearn(
     Returns:
         An :class:`UnlearnResult`; ``result.detector`` is a new model only when ``result.updated``.
     """
-    cfg = config or UnlearnConfig()
+    cfg = config or config_for(detector)
     start = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
     n_fp, n_fn = _length(false_positives), _length(false_negatives)
@@ -278,6 +291,14 @@ def unlearn(
             )
         penalty = ForgettingPenalty(module, cfg.lam, cfg.regularizer, fisher)
 
+    # No-harm guard: held-out normals may not get worse than under the serving model.
+    guard = None
+    if cfg.guard_units and _length(validation):
+        guard = _sample_units(cand.units(validation)[0], cfg.guard_units, rng)
+    if guard is not None:
+        with torch.no_grad():
+            guard_before = cand.unit_losses(guard).detach()
+
     lr = cfg.lr if cfg.lr is not None else cfg.lr_scale * _training_lr(detector)
     opt_cls = torch.optim.SGD if cfg.optimizer == "sgd" else torch.optim.Adam
     opt = opt_cls(module.parameters(), lr=lr)
@@ -308,6 +329,8 @@ def unlearn(
         # larger), and a sample that is done stops pulling the model.
         active = torch.as_tensor(~done[owner_np], device=losses.device)
         loss = bounded_unlearning_loss(losses[active], label_t[active], bound) / int((~done).sum())
+        if guard is not None:
+            loss = loss + cfg.guard_weight * torch.relu(cand.unit_losses(guard) - guard_before).mean()
         reg_value = penalty.penalty(module) if penalty is not None else None
         total = loss + reg_value if reg_value is not None else loss
         history.append(float(total.detach()))

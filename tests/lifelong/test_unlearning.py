@@ -19,6 +19,7 @@ from lifelong.unlearning import (
     ForgettingPenalty,
     UnlearnConfig,
     bounded_unlearning_loss,
+    config_for,
     fisher_diagonal,
     unlearn,
 )
@@ -408,6 +409,37 @@ def test_autoencoder_fp_and_fn_updates(ae, vec_data) -> None:
     np.testing.assert_array_equal(ae.sample_scores(vec_data.stream), before)
 
 
+def test_each_detector_kind_gets_its_measured_defaults_and_explicit_options_win(ae, lstm, vec_data) -> None:
+    assert config_for(lstm) == UnlearnConfig()
+    cfg = config_for(ae)
+    assert (cfg.bnd_factor, cfg.fp_margin, cfg.guard_units) == (1.2, 1.0, 128)
+    assert config_for(ae, bnd_factor=2.0, lam=7.0).bnd_factor == 2.0
+    assert config_for(ae, lam=7.0).lam == 7.0
+    # Without a config, an update uses its detector's defaults: an autoencoder's FN bound is 1.2 * tau.
+    fn = vec_data.stream.iloc[np.flatnonzero(~ae.decide(vec_data.stream) & vec_data.stream_labels)[:1]]
+    res = unlearn(ae, false_negatives=fn, validation=vec_data.validation)
+    assert res.bound == pytest.approx(1.2 * ae.loss_threshold)
+
+
+def test_no_harm_guard_keeps_held_out_normals_from_getting_worse(ae, vec_data) -> None:
+    # Push a missed anomaly past the threshold with no forgetting penalty: the held-out normals'
+    # reconstruction errors rise; the guard (all of them guarded) holds them down (measured: 8x less).
+    fn = vec_data.stream.iloc[np.flatnonzero(~ae.decide(vec_data.stream) & vec_data.stream_labels)[:1]]
+    assert len(fn) == 1
+    before = ae.sample_scores(vec_data.validation)
+    rise = {}
+    for units in (0, len(vec_data.validation)):
+        cfg = UnlearnConfig(
+            bnd_factor=2.0, regularizer="none", guard_units=units, guard_weight=10.0, max_steps=300, seed=0
+        )
+        res = unlearn(ae, false_negatives=fn, validation=vec_data.validation, config=cfg)
+        assert res.updated, res.reason
+        assert (res.detector.sample_scores(fn) >= res.bound).all()
+        rise[units] = float(np.mean(np.maximum(res.detector.sample_scores(vec_data.validation) - before, 0)))
+    assert rise[0] > 0
+    assert rise[len(vec_data.validation)] < 0.3 * rise[0], rise
+
+
 def test_unlearn_config_validation() -> None:
     with pytest.raises(ValueError, match="bnd_factor"):
         UnlearnConfig(bnd_factor=0)
@@ -417,3 +449,5 @@ def test_unlearn_config_validation() -> None:
         UnlearnConfig(optimizer="rmsprop")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_steps"):
         UnlearnConfig(max_steps=0)
+    with pytest.raises(ValueError, match="guard"):
+        UnlearnConfig(guard_units=-1)
