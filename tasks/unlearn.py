@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lifelong.settings import Settings
@@ -125,6 +125,8 @@ def run_unlearning(
     chunk: int | None = None,
 ) -> dict:
     """Unlearn the labels claimed by ``run_id`` from the production model and stage the candidate."""
+    from lifelong.unlearning import config_for
+
     reg = registry(settings)
     serving = require_production(settings, reg)
     with label_store(settings) as store:
@@ -155,6 +157,8 @@ def run_unlearning(
         "production_version": serving.version,
         "label_ids": [lb.id for lb in mine],
         "options": options,
+        # The effective options (the detector kind's defaults under the explicit ones), for the audit trail.
+        "unlearn_config": asdict(config_for(serving.detector, **options)),
     }
     stage_put(settings, run_id, UNLEARN_RESULT, json.dumps(record, default=str).encode(), reg)
     log.info("run %s: %s (%d FP, %d FN, %d steps)", run_id, result.reason, len(fps), len(fns), result.steps)

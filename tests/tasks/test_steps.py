@@ -356,6 +356,9 @@ def test_normal_unlearning_run_is_promoted(copy: Settings, world: World) -> None
     assert sorted(manifest["labels"]) == sorted(lb.id for lb in mine)
     assert manifest["verdict"]["passed"] is True
     assert {c["name"] for c in manifest["verdict"]["checks"]} == {"forgetting", "fix_rate", "no_regression", "numerics"}
+    # The effective unlearning options are audited, the detector kind's defaults included.
+    assert manifest["unlearning"]["unlearn_config"]["bnd_factor"] == 2.0
+    assert manifest["unlearning"]["unlearn_config"]["max_steps"] == manifest["unlearning"]["options"]["max_steps"]
     metrics = manifest["metrics"]
     assert metrics["n_new_labels"] == world.n_fp_labels and metrics["fix_rate"] >= copy.gate_min_fix_rate
     assert metrics["fp_rate_candidate"] <= metrics["fp_rate_production"] + copy.gate_fp_tolerance
