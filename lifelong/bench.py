@@ -13,12 +13,11 @@ in blocks with the current model, so a model is only re-run when it changed.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -328,7 +327,7 @@ def run_benchmark(
         "train_seconds": round(train_seconds, 2),
         "methods": {k: v.to_dict() for k, v in results.items()},
         "scoring_sessions_per_second": round(score_rate, 1),
-        "unlearn_config": dataclasses.asdict(ucfg),
+        "unlearn_config": asdict(ucfg),
         "notes": list(getattr(dataset, "notes", [])),
     }
     if "retrain" in results and "unlearn" in results:
