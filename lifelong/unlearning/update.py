@@ -272,14 +272,16 @@ def unlearn(
     is_fn_sample = np.zeros(len(target_np), dtype=bool)
     is_fn_sample[owner_np[label_np == FN_LABEL]] = True
 
+    # Held-out normal units, encoded once for both uses below (the Fisher memory set and the guard).
+    uses_heldout = (cfg.regularizer == "fisher" and cfg.lam > 0) or cfg.guard_units > 0
+    heldout = cand.units(validation)[0] if uses_heldout and _length(validation) else None
+
     # Memory set M_t: held-out normals + past mistakes, sampled afresh for this update (Eq. 20).
     penalty = None
     if cfg.regularizer != "none" and cfg.lam > 0:
         fisher = None
         if cfg.regularizer == "fisher":
-            mem_parts = []
-            if _length(validation):
-                mem_parts.append(_sample_units(cand.units(validation)[0], cfg.memory_units, rng))
+            mem_parts = [_sample_units(heldout, cfg.memory_units, rng)]
             past = [p for p in (past_false_positives, past_false_negatives) if _length(p)]
             past_units = _cat_units([cand.units(p)[0] for p in past])
             mem_parts.append(_sample_units(past_units, cfg.past_units, rng))
@@ -292,9 +294,7 @@ def unlearn(
         penalty = ForgettingPenalty(module, cfg.lam, cfg.regularizer, fisher)
 
     # No-harm guard: held-out normals may not get worse than under the serving model.
-    guard = None
-    if cfg.guard_units and _length(validation):
-        guard = _sample_units(cand.units(validation)[0], cfg.guard_units, rng)
+    guard = _sample_units(heldout, cfg.guard_units, rng) if cfg.guard_units else None
     if guard is not None:
         with torch.no_grad():
             guard_before = cand.unit_losses(guard).detach()
