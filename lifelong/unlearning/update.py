@@ -47,7 +47,15 @@ class UnlearnConfig:
         fn_units: which units of a false-negative sample are pushed away: 'max' (the least likely one),
             'topk' (the k least likely), or 'all'. Irrelevant for vectors (one unit per sample).
         fn_k: k for 'topk'.
-        replay_past: also keep past labelled mistakes in the bounded loss (a guard against regressions).
+        rehearse_units: past labelled mistakes sampled per update into the loss as soft constraints (0 = off):
+            a past false positive adds ReLU(L(x) - fp_margin * tau'), a past false negative ReLU(tau' - L(x)),
+            so an update does not undo earlier corrections. Soft: they never block convergence (as hard
+            targets, conflicting past labels made nearly every update exhaust its budget).
+        rehearse_weight: weight of the rehearsal term (averaged over the sampled units).
+        max_heldout_harm: the largest share of the held-out normals an update may newly decide abnormal; a
+            converged update over it is rejected (None = no check). Pushing a false negative that sits close
+            to normal data up drags its normal neighbours over the threshold with it; the soft guard cannot
+            stop that, this check does (the missed anomaly then stays missed instead).
         guard_units: held-out normal units sampled per update as a no-harm guard (0 = off): each adds
             ReLU(L(x) - L_before(x)) to the loss, so the update may not make a held-out normal worse than the
             serving model did (rehearsal beside the Fisher penalty, which vanishes at a minimum).
@@ -68,7 +76,9 @@ class UnlearnConfig:
     past_units: int = 64
     fn_units: FnUnits = "max"
     fn_k: int = 3
-    replay_past: bool = False
+    rehearse_units: int = 0
+    rehearse_weight: float = 1.0
+    max_heldout_harm: float | None = None
     guard_units: int = 0
     guard_weight: float = 1.0
     proximal: bool = True
@@ -84,8 +94,10 @@ class UnlearnConfig:
             raise ValueError(f"fn_units must be 'all', 'max' or 'topk', got {self.fn_units!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.guard_units < 0 or self.guard_weight < 0:
-            raise ValueError("guard_units and guard_weight must be >= 0")
+        if min(self.guard_units, self.guard_weight, self.rehearse_units, self.rehearse_weight) < 0:
+            raise ValueError("guard_units, guard_weight, rehearse_units and rehearse_weight must be >= 0")
+        if self.max_heldout_harm is not None and not 0 <= self.max_heldout_harm <= 1:
+            raise ValueError(f"max_heldout_harm must be in [0, 1] or None, got {self.max_heldout_harm}")
         if self.max_steps < 1 or self.max_seconds <= 0 or self.max_samples < 1:
             raise ValueError("max_steps, max_seconds and max_samples must be positive")
 
@@ -172,6 +184,52 @@ def _length(samples: Any) -> int:
     return 0 if samples is None else len(samples)
 
 
+def _rehearsal_units(
+    det: Detector, past_fp: Any, past_fn: Any, cfg: UnlearnConfig, rng: np.random.Generator
+) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor] | None:
+    """Up to ``cfg.rehearse_units`` units of past mistakes: (units, sign, target) with sign +1 for a past
+    FN (keep L >= tau') and -1 for a past FP (keep L <= fp_margin * tau')."""
+    tau = det.loss_threshold
+    parts: list[tuple[torch.Tensor, ...]] = []
+    signs: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
+    for samples, sign, target in ((past_fp, FP_LABEL, cfg.fp_margin * tau), (past_fn, FN_LABEL, tau)):
+        if not _length(samples):
+            continue
+        unit_t, owner = det.units(samples)
+        if sign == FN_LABEL:  # the same units an FN update pushes
+            unit_t, owner = _select_fn_units(det, unit_t, owner, cfg.fn_units, cfg.fn_k)
+        n = int(unit_t[0].shape[0])
+        if n == 0:
+            continue
+        parts.append(unit_t)
+        signs.append(torch.full((n,), sign, device=unit_t[0].device))
+        targets.append(torch.full((n,), target, device=unit_t[0].device))
+    units = _cat_units(parts)
+    if units is None:
+        return None
+    sign_t, target_t = torch.cat(signs), torch.cat(targets)
+    total = int(sign_t.shape[0])
+    if total > cfg.rehearse_units:
+        idx = torch.as_tensor(np.sort(rng.choice(total, size=cfg.rehearse_units, replace=False)), device=sign_t.device)
+        units, sign_t, target_t = tuple(u[idx] for u in units), sign_t[idx], target_t[idx]
+    return units, sign_t, target_t
+
+
+def _heldout_harm(before: Detector, after: Detector, validation: Any, cfg: UnlearnConfig) -> str:
+    """Why ``after`` harms the held-out normals too much ('' when it does not, or when not checked)."""
+    n = _length(validation)
+    if cfg.max_heldout_harm is None or not n:
+        return ""
+    was, now = int(before.decide(validation).sum()), int(after.decide(validation).sum())
+    if now - was > cfg.max_heldout_harm * n:
+        return (
+            f"it would decide {now - was} more of {n} held-out normals abnormal ({was} -> {now}; "
+            f"at most {cfg.max_heldout_harm:.1%} allowed)"
+        )
+    return ""
+
+
 def unlearn(
     detector: Detector,
     *,
@@ -225,16 +283,13 @@ def unlearn(
     if n_fp + n_fn == 0:
         return result(detector, False, True, "nothing to unlearn", 0, [])
     if not math.isfinite(bound):
-        return result(
-            detector, False, False, "the detector has no finite threshold; cannot bound the loss", 0, []
-        )
+        return result(detector, False, False, "the detector has no finite threshold; cannot bound the loss", 0, [])
 
     cand = detector.clone()
     module = cand.module_
 
     # Units to unlearn now, with their labels (+1 FN, -1 FP), the sample each belongs to, and per sample the
-    # loss it must reach: an FN's largest unit loss >= BND, an FP's largest <= fp_margin * tau' (past labels
-    # replayed as a guard only need to stay decided correctly).
+    # loss it must reach: an FN's largest unit loss >= BND, an FP's largest <= fp_margin * tau'.
     tau = detector.loss_threshold
     parts: list[tuple[torch.Tensor, ...]] = []
     labels: list[np.ndarray] = []
@@ -257,11 +312,6 @@ def unlearn(
         add(false_positives, FP_LABEL, cfg.fp_margin * tau, False)
     if n_fn:
         add(false_negatives, FN_LABEL, bound, True)
-    if cfg.replay_past:
-        if _length(past_false_positives):
-            add(past_false_positives, FP_LABEL, tau, False)
-        if _length(past_false_negatives):
-            add(past_false_negatives, FN_LABEL, tau, True)
     units = _cat_units(parts)
     if units is None:
         return result(detector, False, True, "the labelled samples have no usable units", 0, [])
@@ -299,6 +349,11 @@ def unlearn(
         with torch.no_grad():
             guard_before = cand.unit_losses(guard).detach()
 
+    # Rehearsal: a sample of past mistakes, each held softly on its side of the threshold.
+    rehearsal = None
+    if cfg.rehearse_units:
+        rehearsal = _rehearsal_units(cand, past_false_positives, past_false_negatives, cfg, rng)
+
     lr = cfg.lr if cfg.lr is not None else cfg.lr_scale * _training_lr(detector)
     opt_cls = torch.optim.SGD if cfg.optimizer == "sgd" else torch.optim.Adam
     opt = opt_cls(module.parameters(), lr=lr)
@@ -317,6 +372,9 @@ def unlearn(
         done = np.where(is_fn_sample, worst >= target_np, worst <= target_np)
         if done.all():
             module.eval()
+            harm = _heldout_harm(detector, cand, validation, cfg)
+            if harm:
+                return result(detector, False, True, f"rejected after {steps} steps: {harm}", steps, history)
             return result(cand, True, True, f"converged in {steps} steps", steps, history)
         if steps >= cfg.max_steps:
             reason = f"budget exhausted: {steps} steps without converging ({int((~done).sum())} sample(s) left)"
@@ -331,6 +389,10 @@ def unlearn(
         loss = bounded_unlearning_loss(losses[active], label_t[active], bound) / int((~done).sum())
         if guard is not None:
             loss = loss + cfg.guard_weight * torch.relu(cand.unit_losses(guard) - guard_before).mean()
+        if rehearsal is not None:
+            r_units, r_sign, r_target = rehearsal
+            slack = torch.relu(r_sign * (r_target - cand.unit_losses(r_units)))
+            loss = loss + cfg.rehearse_weight * slack.mean()
         reg_value = penalty.penalty(module) if penalty is not None else None
         total = loss + reg_value if reg_value is not None else loss
         history.append(float(total.detach()))

@@ -412,7 +412,8 @@ def test_autoencoder_fp_and_fn_updates(ae, vec_data) -> None:
 def test_each_detector_kind_gets_its_measured_defaults_and_explicit_options_win(ae, lstm, vec_data) -> None:
     assert config_for(lstm) == UnlearnConfig()
     cfg = config_for(ae)
-    assert (cfg.bnd_factor, cfg.fp_margin, cfg.guard_units) == (1.2, 1.0, 128)
+    assert (cfg.bnd_factor, cfg.fp_margin, cfg.guard_units, cfg.rehearse_units) == (1.2, 0.5, 128, 256)
+    assert (cfg.optimizer, cfg.lr) == ("adam", 3e-4)
     assert config_for(ae, bnd_factor=2.0, lam=7.0).bnd_factor == 2.0
     assert config_for(ae, lam=7.0).lam == 7.0
     # Without a config, an update uses its detector's defaults: an autoencoder's FN bound is 1.2 * tau.
@@ -451,3 +452,53 @@ def test_unlearn_config_validation() -> None:
         UnlearnConfig(max_steps=0)
     with pytest.raises(ValueError, match="guard"):
         UnlearnConfig(guard_units=-1)
+
+
+def test_rehearsal_keeps_a_past_correction_that_the_next_update_would_undo(ae, vec_data) -> None:
+    # Relearn one missed anomaly (FN), then relearn a false positive with and without rehearsing the FN:
+    # rehearsal holds the past FN's loss at or above tau' (a soft constraint), and never blocks convergence.
+    scores = ae.sample_scores(vec_data.stream)
+    flagged_normal = np.flatnonzero(ae.decide(vec_data.stream) & ~vec_data.stream_labels)
+    missed = np.flatnonzero(~ae.decide(vec_data.stream) & vec_data.stream_labels)
+    assert len(flagged_normal) and len(missed)
+    fn = vec_data.stream.iloc[missed[:1]]
+    fp = vec_data.stream.iloc[flagged_normal[np.argmax(scores[flagged_normal])] :][:1]
+    first = unlearn(ae, false_negatives=fn, validation=vec_data.validation, config=UnlearnConfig(seed=0))
+    assert first.updated, first.reason
+    fixed = first.detector
+    after = {}
+    for units in (0, 64):
+        cfg = UnlearnConfig(fp_margin=0.05, rehearse_units=units, rehearse_weight=100.0, max_steps=300, seed=0)
+        res = unlearn(fixed, false_positives=fp, past_false_negatives=fn, validation=vec_data.validation, config=cfg)
+        assert res.updated, res.reason
+        after[units] = float(res.detector.sample_scores(fn)[0])
+    assert after[64] >= after[0]
+    assert after[64] >= ae.loss_threshold * 0.999, after
+
+
+def test_heldout_harm_check_rejects_an_update_that_flags_held_out_normals(ae, vec_data) -> None:
+    # Push a missed anomaly far (BND = 50 tau', no penalty, no guard): it drags held-out normals over the
+    # threshold; with the check at 0% the update is rejected and the serving model comes back unchanged.
+    fn = vec_data.stream.iloc[np.flatnonzero(~ae.decide(vec_data.stream) & vec_data.stream_labels)[:1]]
+    cfg = dict(bnd_factor=50.0, regularizer="none", lr=5e-2, max_steps=300, seed=0)
+    free = unlearn(ae, false_negatives=fn, validation=vec_data.validation, config=UnlearnConfig(**cfg))
+    assert free.updated, free.reason
+    newly = int(free.detector.decide(vec_data.validation).sum() - ae.decide(vec_data.validation).sum())
+    assert newly > 0, "the push should harm some held-out normals for this test to mean anything"
+    checked = unlearn(
+        ae, false_negatives=fn, validation=vec_data.validation, config=UnlearnConfig(**cfg, max_heldout_harm=0.0)
+    )
+    assert not checked.updated and checked.converged
+    assert checked.detector is ae
+    assert "held-out normals" in checked.reason
+    loose = unlearn(
+        ae, false_negatives=fn, validation=vec_data.validation, config=UnlearnConfig(**cfg, max_heldout_harm=1.0)
+    )
+    assert loose.updated, loose.reason
+
+
+def test_rehearsal_and_harm_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="rehearse"):
+        UnlearnConfig(rehearse_units=-1)
+    with pytest.raises(ValueError, match="max_heldout_harm"):
+        UnlearnConfig(max_heldout_harm=1.5)
