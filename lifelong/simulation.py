@@ -206,7 +206,9 @@ def _remove_stale_parts(lake: TelemetryLake, stream: str, hour: datetime, keep: 
         name = rel.rsplit("/", 1)[1]
         if _PART_FILE.match(name) and rel not in keep:
             lake.fs.rm(f"{lake.root}/{rel}")
-            logger.warning("removed %s: an earlier simulation's file this one does not write", lake.url_of(rel))
+            logger.warning(
+                "removed %s: an earlier simulation's file this one does not write", lake.url_of(rel)
+            )
 
 
 def simulate(
@@ -289,10 +291,14 @@ def simulate(
         )
         ordinal = pd.Series(np.arange(len(truth)), index=truth["entity_id"])
         shard_of_row = frame["entity_id"].map(ordinal).to_numpy() % shards
-        truth = truth.assign(interval_start=pd.Timestamp(hour), shard=(np.arange(len(truth)) % shards).astype(np.int64))
+        truth = truth.assign(
+            interval_start=pd.Timestamp(hour), shard=(np.arange(len(truth)) % shards).astype(np.int64)
+        )
         buffer = io.BytesIO()
         truth[list(TRUTH_COLUMNS)].to_parquet(buffer, index=False)
-        truth_path = lake.write_bytes(f"{lake.partition(stream, hour, _TRUTH_AREA)}/{TRUTH_FILE}", buffer.getvalue())
+        truth_path = lake.write_bytes(
+            f"{lake.partition(stream, hour, _TRUTH_AREA)}/{TRUTH_FILE}", buffer.getvalue()
+        )
 
         partition = lake.partition(stream, hour, RAW)
         files: list[str] = []
@@ -300,7 +306,9 @@ def simulate(
             part = frame[shard_of_row == shard]
             if part.empty:
                 continue  # an empty file would fail the min-rows expectation and be quarantined
-            files.append(lake.write_raw(stream, hour, part.reset_index(drop=True), f"part-{shard:03d}{suffix}", fmt))
+            files.append(
+                lake.write_raw(stream, hour, part.reset_index(drop=True), f"part-{shard:03d}{suffix}", fmt)
+            )
         _remove_stale_parts(lake, stream, hour, set(files))
 
         kinds = truth["kind"]
@@ -386,7 +394,9 @@ def _read_rows(
                 yield path, chunk
 
 
-def _read_truth(lake: TelemetryLake, stream: str, start: datetime | None, end: datetime | None) -> pd.DataFrame:
+def _read_truth(
+    lake: TelemetryLake, stream: str, start: datetime | None, end: datetime | None
+) -> pd.DataFrame:
     columns = ["entity_id", "abnormal", "kind", "interval_start"]
     frames = [chunk for _path, chunk in _read_rows(lake, stream, _TRUTH_AREA, start, end, columns)]
     if not frames:
@@ -502,7 +512,9 @@ def _decode_sample(value: Any, entity: str, path: str, lake: TelemetryLake) -> A
     try:
         return json.loads(value)
     except ValueError as exc:
-        raise DatasetFormatError(f"{lake.url_of(path)}: sample of entity {entity!r} is not valid JSON ({exc})") from exc
+        raise DatasetFormatError(
+            f"{lake.url_of(path)}: sample of entity {entity!r} is not valid JSON ({exc})"
+        ) from exc
 
 
 def _passed_entities(
@@ -609,7 +621,9 @@ def file_labels_from_truth(
             elif not truth_abnormal[entity]:
                 mistakes.append(_Mistake(FP, entity, truth_kind[entity]))
 
-        passed_abnormal, passed_without_truth = _passed_entities(lake, stream, start_utc, end_utc, truth_abnormal)
+        passed_abnormal, passed_without_truth = _passed_entities(
+            lake, stream, start_utc, end_utc, truth_abnormal
+        )
         no_truth |= passed_without_truth
         for entity, (_stamp, path, sample, version) in sorted(passed_abnormal.items()):
             if entity in alerted or store.get_alert(stream, entity) is not None:
@@ -618,9 +632,13 @@ def file_labels_from_truth(
                 _Mistake(FN, entity, truth_kind[entity], _decode_sample(sample, entity, path, lake), version)
             )
 
-        selected = _select(mistakes, fraction=float(fraction), max_labels=max_labels, seed=seed, stream=stream)
+        selected = _select(
+            mistakes, fraction=float(fraction), max_labels=max_labels, seed=seed, stream=stream
+        )
         live = {
-            label.entity_id: label.kind for label in store.list_labels(stream=stream) if label.status != "superseded"
+            label.entity_id: label.kind
+            for label in store.list_labels(stream=stream)
+            if label.status != "superseded"
         }
         requests: list[LabelRequest] = []
         conflicts = 0

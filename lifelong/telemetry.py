@@ -182,7 +182,9 @@ def events_to_sessions(df: pd.DataFrame) -> dict[str, list[int]]:
     else:
         stamps = parse_timestamps(df[TIMESTAMP])
         if stamps.isna().any():
-            raise DatasetFormatError(f"{int(stamps.isna().sum())} event(s) have a null or unreadable timestamp")
+            raise DatasetFormatError(
+                f"{int(stamps.isna().sum())} event(s) have a null or unreadable timestamp"
+            )
         order_values = stamps.to_numpy(dtype="datetime64[ns]").view("int64")
 
     # lexsort sorts by the last key first and is stable: entity, then order value, then file position.
@@ -210,5 +212,7 @@ def _as_int64(values: pd.Series, name: str) -> np.ndarray:
     if bad.any():
         example = values[bad].iloc[0]
         example = example.item() if isinstance(example, np.generic) else example  # 1.5, not np.float64(1.5)
-        raise DatasetFormatError(f"{int(bad.sum())} value(s) of column {name!r} are not integers, e.g. {example!r}")
+        raise DatasetFormatError(
+            f"{int(bad.sum())} value(s) of column {name!r} are not integers, e.g. {example!r}"
+        )
     return numeric.to_numpy(dtype="int64")

@@ -64,7 +64,8 @@ def shared_data_root() -> Path:
 def _missing(what: str, looked: list[Path]) -> DatasetFormatError:
     where = ", ".join(str(p) for p in looked)
     return DatasetFormatError(
-        f"{what} not found (looked in {where}); pass --data PATH or set {SHARED_DATA_ENV} to the shared data folder"
+        f"{what} not found (looked in {where}); "
+        f"pass --data PATH or set {SHARED_DATA_ENV} to the shared data folder"
     )
 
 
@@ -134,11 +135,16 @@ def load_preset(
     if name in ("synthetic-seq", "synthetic-vec"):
         if data is not None:
             raise ConfigError(f"preset {name!r} is generated; it takes no data path (got {data})")
-        return synthetic_sequences(seed=seed, **kw) if name == "synthetic-seq" else synthetic_vectors(seed=seed, **kw)
+        return (
+            synthetic_sequences(seed=seed, **kw)
+            if name == "synthetic-seq"
+            else synthetic_vectors(seed=seed, **kw)
+        )
     if name in ("sequences", "vectors"):
         if data is None:
             raise ConfigError(
-                f"preset {name!r} needs a data path (--data): a {'folder' if name == 'sequences' else 'CSV file'}"
+                f"preset {name!r} needs a data path (--data): "
+                f"a {'folder' if name == 'sequences' else 'CSV file'}"
             )
         if name == "sequences":
             return load_sequence_folder(data, seed=seed, **kw)

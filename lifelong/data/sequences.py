@@ -74,7 +74,9 @@ class SequenceDataset:
     @property
     def max_key(self) -> int:
         """Largest key in any split (a vocabulary must cover 0..max_key); 0 for an empty dataset."""
-        return max((max(s) for part in (self.train, self.validation, self.stream) for s in part if s), default=0)
+        return max(
+            (max(s) for part in (self.train, self.validation, self.stream) for s in part if s), default=0
+        )
 
     def summary(self) -> dict[str, int | str]:
         """Counts per split, JSON-able (for reports and logs)."""
@@ -214,7 +216,9 @@ def load_sequence_folder(
     normal_file = _find_split_file(folder, TEST_NORMAL_SUFFIX, files)
     abnormal_file = _find_split_file(folder, TEST_ABNORMAL_SUFFIX, files)
     if train_file is None or abnormal_file is None:
-        missing = [s for s, f in ((TRAIN_SUFFIX, train_file), (TEST_ABNORMAL_SUFFIX, abnormal_file)) if f is None]
+        missing = [
+            s for s, f in ((TRAIN_SUFFIX, train_file), (TEST_ABNORMAL_SUFFIX, abnormal_file)) if f is None
+        ]
         raise DatasetFormatError(
             f"{folder}: no file whose name ends in {' or '.join(repr(m) for m in missing)}; expected "
             f"'<name>_{TRAIN_SUFFIX}', '<name>_{TEST_ABNORMAL_SUFFIX}' "
@@ -262,7 +266,8 @@ def load_sequence_folder(
     labels = np.concatenate([np.zeros(len(test_normal), bool), np.ones(len(abnormal), bool)])
     order = np.random.default_rng([seed, _SHUFFLE_STREAM]).permutation(len(sessions))
     notes.append(
-        f"stream: {len(test_normal)} normal + {len(abnormal)} abnormal sessions in a seeded shuffle (seed {seed})"
+        f"stream: {len(test_normal)} normal + {len(abnormal)} abnormal sessions "
+        f"in a seeded shuffle (seed {seed})"
     )
     dataset = SequenceDataset(
         name=name,

@@ -395,12 +395,16 @@ def sample_vectors(rng: np.random.Generator, kinds: Sequence[str], n_features: i
         # correlation between the halves is gone.
         half = n_features // 2
         z2 = rng.normal(size=(int(near.sum()), _RANK))
-        x[near, half:] = p["means"][mode[near], half:] + np.einsum("nfr,nr->nf", p["loadings"][mode[near], half:], z2)
+        x[near, half:] = p["means"][mode[near], half:] + np.einsum(
+            "nfr,nr->nf", p["loadings"][mode[near], half:], z2
+        )
     x += rng.normal(0.0, _NOISE_SD, size=x.shape)
     x[is_drift] += p["drift"]
     for i in np.flatnonzero(kinds_arr == "far"):
         cols = rng.choice(n_features, size=int(rng.integers(1, 4)), replace=False)
-        x[i, cols] += rng.choice([-1.0, 1.0], size=len(cols)) * rng.uniform(6.0, 10.0, len(cols)) * p["sd"][cols]
+        x[i, cols] += (
+            rng.choice([-1.0, 1.0], size=len(cols)) * rng.uniform(6.0, 10.0, len(cols)) * p["sd"][cols]
+        )
     mode_label = mode.copy()
     mismatch = np.flatnonzero(kinds_arr == "mode_mismatch")
     mode_label[mismatch] = (mode[mismatch] + rng.integers(1, len(MODES), size=len(mismatch))) % len(MODES)
@@ -451,13 +455,16 @@ def synthetic_vectors(
     return VectorDataset(
         name="synthetic-vec",
         train=sample_vectors(np.random.default_rng([seed, _TRAIN]), ["normal"] * n_train, n_features),
-        validation=sample_vectors(np.random.default_rng([seed, _VALIDATION]), ["normal"] * n_validation, n_features),
+        validation=sample_vectors(
+            np.random.default_rng([seed, _VALIDATION]), ["normal"] * n_validation, n_features
+        ),
         stream=sample_vectors(stream_rng, kinds, n_features),
         stream_labels=labels,
         stream_kinds=kinds,
         feature_columns=[*feature_names(n_features), MODE_COLUMN],
         notes=[
-            f"synthetic operating modes {list(MODES)}, seed {seed}, {n_features} numeric features + '{MODE_COLUMN}'",
+            f"synthetic operating modes {list(MODES)}, seed {seed}, "
+            f"{n_features} numeric features + '{MODE_COLUMN}'",
             f"stream: {int(labels.sum())} anomalies of kinds {list(VECTOR_ANOMALY_KINDS)} "
             f"({anomaly_rate:.0%}); '{MODES[_DRIFT_MODE]}' mean shift in {drift_rate:.0%} of the normals "
             f"from position {drift_from}",
@@ -533,7 +540,9 @@ def generate_event_telemetry(
         (bool) and ``kind`` (str), one row per session.
     """
     rng = np.random.default_rng([seed, _TELEMETRY, hour_index])
-    kinds = _hour_kinds(rng, n_sessions, hour_index, anomaly_rate, SEQUENCE_ANOMALY_KINDS, drift_from_hour, drift_rate)
+    kinds = _hour_kinds(
+        rng, n_sessions, hour_index, anomaly_rate, SEQUENCE_ANOMALY_KINDS, drift_from_hour, drift_rate
+    )
     sessions = _sessions_for(rng, kinds)
     ids = [f"s{hour_index:04d}-{i:05d}" for i in range(n_sessions)]
     lengths = np.array([len(s) for s in sessions], dtype=np.int64)
@@ -554,7 +563,9 @@ def generate_event_telemetry(
             "entity_id": pd.Series(np.repeat(np.asarray(ids, dtype=object), lengths), dtype=str),
             "timestamp": _utc(interval_start) + pd.to_timedelta(offsets_us, unit="us"),
             "event_key": np.concatenate(sessions).astype(np.int64) if total else np.empty(0, np.int64),
-            "seq": np.concatenate([np.arange(n, dtype=np.int64) for n in lengths]) if total else np.empty(0, np.int64),
+            "seq": np.concatenate([np.arange(n, dtype=np.int64) for n in lengths])
+            if total
+            else np.empty(0, np.int64),
         }
     )
     events = events.sort_values(["timestamp", "entity_id", "seq"], kind="mergesort", ignore_index=True)
@@ -589,7 +600,9 @@ def generate_vector_telemetry(
         sorted), the numeric features and ``mode``. ``truth``: ``entity_id``, ``abnormal``, ``kind``.
     """
     rng = np.random.default_rng([seed, _TELEMETRY, hour_index])
-    kinds = _hour_kinds(rng, n_rows, hour_index, anomaly_rate, VECTOR_ANOMALY_KINDS, drift_from_hour, drift_rate)
+    kinds = _hour_kinds(
+        rng, n_rows, hour_index, anomaly_rate, VECTOR_ANOMALY_KINDS, drift_from_hour, drift_rate
+    )
     ids = [f"r{hour_index:04d}-{i:05d}" for i in range(n_rows)]
     features = sample_vectors(rng, kinds, n_features)
     offsets_us = np.sort(rng.integers(0, _HOUR_US, size=n_rows))

@@ -119,13 +119,16 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
                 raise DatasetFormatError(f"{path}: empty file; expected a header row")
             header = [h.strip() for h in header]
             if len(set(header)) != len(header) or "" in header:
-                raise DatasetFormatError(f"{path}, line 1: header {header} has an empty or repeated column name")
+                raise DatasetFormatError(
+                    f"{path}, line 1: header {header} has an empty or repeated column name"
+                )
             start = reader.line_num + 1
             for row in reader:
                 if row and any(cell.strip() for cell in row):
                     if len(row) != len(header):
                         raise DatasetFormatError(
-                            f"{path}, line {start}: {len(row)} values, but the header has {len(header)} columns"
+                            f"{path}, line {start}: {len(row)} values, "
+                            f"but the header has {len(header)} columns"
                         )
                     rows.append(row)
                     lines.append(start)
@@ -137,7 +140,9 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
     return header, rows, lines
 
 
-def _build_column(path: Path, column: str, values: list[str], lines: list[int], categorical: bool) -> pd.Series:
+def _build_column(
+    path: Path, column: str, values: list[str], lines: list[int], categorical: bool
+) -> pd.Series:
     """A float64 column, or an object column of stripped strings (None where missing) when categorical."""
     if not categorical:
         parsed = [_as_float(v) for v in values]

@@ -170,7 +170,9 @@ class DeepLogDetector(Detector):
         self._train_windows(win.x, win.y, counts, self.config.epochs, self.config.lr)
         return self
 
-    def _train_windows(self, x: np.ndarray, y: np.ndarray, weight: np.ndarray, epochs: int, lr: float) -> None:
+    def _train_windows(
+        self, x: np.ndarray, y: np.ndarray, weight: np.ndarray, epochs: int, lr: float
+    ) -> None:
         # Minibatches are drawn from the unique windows in proportion to how often each occurs: the same
         # objective and number of steps as training on every window, without materialising repetitive logs.
         gen = torch.Generator().manual_seed(self.config.seed)

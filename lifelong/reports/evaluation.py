@@ -556,7 +556,9 @@ def plot_labels(data: EvaluationData) -> bytes:
 
     fig = _new_figure(12.0, 3.9)
     axes = fig.subplots(1, 4, sharey=True)
-    scale = _scale_of(data.labels_prod, data.labels_cand, data.past_prod, data.past_cand, threshold=data.threshold)
+    scale = _scale_of(
+        data.labels_prod, data.labels_cand, data.past_prod, data.past_cand, threshold=data.threshold
+    )
     panels = [
         ("new FP", FP, data.labels_kind, data.labels_prod, data.labels_cand),
         ("new FN", FN, data.labels_kind, data.labels_prod, data.labels_cand),
@@ -594,7 +596,9 @@ def plot_labels(data: EvaluationData) -> bytes:
         colors = np.where(ok_cand, _GOOD_COLOR, _BAD_COLOR)
         alpha = 0.8 if n <= 50 else max(0.15, 0.8 * math.sqrt(50 / n))
         segments = [[(offsets[i], y0[i]), (1 + offsets[i], y1[i])] for i in np.flatnonzero(drawable)]
-        ax.add_collection(LineCollection(segments, colors=list(colors[drawable]), linewidths=1.0, alpha=alpha))
+        ax.add_collection(
+            LineCollection(segments, colors=list(colors[drawable]), linewidths=1.0, alpha=alpha)
+        )
         ax.scatter(offsets, y0, s=12, color=_PROD_COLOR, alpha=alpha, zorder=3)
         ax.scatter(1 + offsets, y1, s=12, color=colors, alpha=alpha, zorder=3)
         notes = [_clip_note(np.concatenate([prod, cand])).lstrip("; ")]
@@ -603,7 +607,8 @@ def plot_labels(data: EvaluationData) -> bytes:
             notes.insert(0, f"{broken} regression{'s' * (broken != 1)}")
         note = "; ".join(n for n in notes if n).replace("right edge", "top").replace("left edge", "bottom")
         ax.set_title(
-            f"{title} (n={n}): correct {int(ok_prod.sum())} → {int(ok_cand.sum())}" + (f"\n{note}" if note else ""),
+            f"{title} (n={n}): correct {int(ok_prod.sum())} → {int(ok_cand.sum())}"
+            + (f"\n{note}" if note else ""),
             fontsize=10,
             color=_BAD_COLOR if broken else "black",
         )
@@ -867,7 +872,8 @@ def build_report(data: EvaluationData) -> dict[str, bytes]:
         PLOT_LOSS: plot_loss(data),
         # Compact: the held-out arrays hold thousands of numbers, one per line would triple the size.
         DATA_FILE: (
-            json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n"
+            json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            + "\n"
         ).encode("utf-8"),
         INDEX_FILE: render_html(data, derived).encode("utf-8"),
     }

@@ -288,7 +288,9 @@ def _as_utc(value: Any, field: str) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _text(value: Any, field: str, *, max_len: int, required: bool = True, multiline: bool = False) -> str | None:
+def _text(
+    value: Any, field: str, *, max_len: int, required: bool = True, multiline: bool = False
+) -> str | None:
     """Validate a text field: type, emptiness, length and control characters (NUL breaks PostgreSQL text)."""
     if value is None:
         if required:
@@ -346,7 +348,9 @@ def validate_sample(sample: Any, field: str = "sample") -> list[int] | list[floa
         vector: dict[str, float | str] = {}
         for name, value in sample.items():
             if not isinstance(name, str) or not name or len(name) > MAX_FEATURE_NAME_LEN:
-                raise LabelError(f"{field} feature names must be non-empty text up to {MAX_FEATURE_NAME_LEN} chars")
+                raise LabelError(
+                    f"{field} feature names must be non-empty text up to {MAX_FEATURE_NAME_LEN} chars"
+                )
             if hasattr(value, "item") and not isinstance(value, str):
                 value = value.item()  # numpy scalar
             if isinstance(value, str):
@@ -392,7 +396,9 @@ def _validate_alert(alert: Alert | Mapping[str, Any], where: str) -> dict[str, A
     try:
         data = asdict(alert) if isinstance(alert, Alert) else dict(alert)
     except TypeError as exc:
-        raise LabelError(f"{where}an alert must be an Alert or a mapping, got {type(alert).__name__}") from exc
+        raise LabelError(
+            f"{where}an alert must be an Alert or a mapping, got {type(alert).__name__}"
+        ) from exc
     try:
         row = {
             "stream": _text(data.get("stream"), "stream", max_len=MAX_STREAM_LEN),
@@ -431,9 +437,13 @@ def validate_request(request: LabelRequest) -> LabelRequest:
         stream = _text(request.stream, "stream", max_len=MAX_STREAM_LEN)
         entity = _text(request.entity_id, "entity", max_len=MAX_ENTITY_LEN)
         if kind == FP and request.sample is not None:
-            raise LabelError(f"FP for {entity!r}: an FP takes its sample from the alert; do not pass a sample")
+            raise LabelError(
+                f"FP for {entity!r}: an FP takes its sample from the alert; do not pass a sample"
+            )
         if kind == FP and request.model_version is not None:
-            raise LabelError(f"FP for {entity!r}: an FP takes its model version from the alert; do not pass one")
+            raise LabelError(
+                f"FP for {entity!r}: an FP takes its model version from the alert; do not pass one"
+            )
         sample = None if request.sample is None else validate_sample(request.sample)
         return replace(
             request,
@@ -690,7 +700,9 @@ class LabelStore:
         params = [{**row, "created_at": now} for row in rows.values()]
         insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(alerts_table)
         insert = insert.on_conflict_do_nothing(index_elements=["stream", "entity_id", "interval_start"])
-        insert = insert.returning(alerts_table.c.stream, alerts_table.c.entity_id, alerts_table.c.interval_start)
+        insert = insert.returning(
+            alerts_table.c.stream, alerts_table.c.entity_id, alerts_table.c.interval_start
+        )
         t = alerts_table.c
         update = (
             sa.update(alerts_table)
@@ -826,7 +838,9 @@ class LabelStore:
             note=note,
             incident=incident,
         )
-        ((label, _created),) = self.add_labels([request], supersede=supersede, sample_resolver=sample_resolver)
+        ((label, _created),) = self.add_labels(
+            [request], supersede=supersede, sample_resolver=sample_resolver
+        )
         return label
 
     def add_labels(
@@ -865,7 +879,9 @@ class LabelStore:
                 # A concurrent writer added a label for the same entity between our check and insert (the
                 # partial unique index caught it); re-run: the check now sees it (no-op or a clear conflict).
                 if attempt == _WRITE_ATTEMPTS:
-                    raise LabelError(f"labels could not be written after {attempt} tries: {exc.orig}") from None
+                    raise LabelError(
+                        f"labels could not be written after {attempt} tries: {exc.orig}"
+                    ) from None
                 logger.info("label write raced with another writer (%s); retrying", exc.orig)
         created = sum(1 for _label, new in results if new)
         logger.info("added %d labels (%d already present)", created, len(results) - created)
@@ -1049,7 +1065,9 @@ class LabelStore:
                 .limit(1)
             ).scalar()
             if other is not None:
-                raise LabelError(f"run {run_id!r}'s labels were already consumed by version {other!r}, not {version!r}")
+                raise LabelError(
+                    f"run {run_id!r}'s labels were already consumed by version {other!r}, not {version!r}"
+                )
             count = conn.execute(
                 sa.update(labels_table)
                 .where(t.claimed_by == run_id, t.status == "claimed")
@@ -1103,7 +1121,11 @@ class LabelStore:
     def pending_count(self, stream: str, incident: str | None = None) -> int:
         """How many labels of a stream wait for an unlearning run (optionally of one incident)."""
         t = labels_table.c
-        query = sa.select(sa.func.count()).select_from(labels_table).where(t.stream == stream, t.status == "pending")
+        query = (
+            sa.select(sa.func.count())
+            .select_from(labels_table)
+            .where(t.stream == stream, t.status == "pending")
+        )
         if incident is not None:
             query = query.where(t.incident == incident)
         with self._tx(write=False) as conn:

@@ -142,7 +142,8 @@ def interval_hours(start: datetime, end: datetime) -> list[datetime]:
 def _check_name(name: str, what: str) -> str:
     if not _NAME.match(name) or ".." in name:
         raise ValueError(
-            f"invalid {what} {name!r}: use letters, digits and . _ - = ~ + (not starting with . or _, no '..')"
+            f"invalid {what} {name!r}: use letters, digits and . _ - = ~ + "
+            "(not starting with . or _, no '..')"
         )
     return name
 
@@ -311,7 +312,9 @@ class TelemetryLake:
         files: list[str] = []
         for date, hours in by_date.items():
             # One listing per day (a paged LIST on S3) rather than one per hour, unless one hour is wanted.
-            folder = f"{base}/date={date}/hour={next(iter(hours))}" if len(hours) == 1 else f"{base}/date={date}"
+            folder = (
+                f"{base}/date={date}/hour={next(iter(hours))}" if len(hours) == 1 else f"{base}/date={date}"
+            )
             for rel in self._find(folder):
                 rest = rel[len(f"{base}/date={date}/") :].split("/")
                 if len(rest) == 2 and rest[0].startswith("hour=") and rest[0][5:] in hours:
@@ -365,7 +368,9 @@ class TelemetryLake:
         for chunk in reader(rel, where, list(columns) if columns is not None else None, rows):
             yield normalize_columns(chunk, text_format=fmt != "parquet") if normalize else chunk
 
-    def _parquet_chunks(self, rel: str, where: str, columns: list[str] | None, rows: int) -> Iterator[pd.DataFrame]:
+    def _parquet_chunks(
+        self, rel: str, where: str, columns: list[str] | None, rows: int
+    ) -> Iterator[pd.DataFrame]:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -392,7 +397,9 @@ class TelemetryLake:
                 empty = schema.empty_table() if columns is None else schema.empty_table().select(columns)
                 yield empty.to_pandas()
 
-    def _csv_chunks(self, rel: str, where: str, columns: list[str] | None, rows: int) -> Iterator[pd.DataFrame]:
+    def _csv_chunks(
+        self, rel: str, where: str, columns: list[str] | None, rows: int
+    ) -> Iterator[pd.DataFrame]:
         with self.fs.open(self._full(rel), "rb", compression="infer") as fh:
             try:
                 # Ids are tokens: "0042" must not become 42.
@@ -410,7 +417,9 @@ class TelemetryLake:
                     except StopIteration:
                         break
                     except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as exc:
-                        raise DatasetFormatError(f"{where}: unreadable CSV from line {first_line} on ({exc})") from exc
+                        raise DatasetFormatError(
+                            f"{where}: unreadable CSV from line {first_line} on ({exc})"
+                        ) from exc
                     first_line += len(chunk)
                     yielded = True
                     # usecols keeps file order; callers get the order they asked for, as with Parquet.
@@ -418,7 +427,9 @@ class TelemetryLake:
                 if not yielded:
                     yield pd.DataFrame(columns=columns or [])
 
-    def _jsonl_chunks(self, rel: str, where: str, columns: list[str] | None, rows: int) -> Iterator[pd.DataFrame]:
+    def _jsonl_chunks(
+        self, rel: str, where: str, columns: list[str] | None, rows: int
+    ) -> Iterator[pd.DataFrame]:
         with self.fs.open(self._full(rel), "rb", compression="infer") as fh:
             reader = pd.read_json(fh, lines=True, chunksize=rows, dtype={ENTITY_ID: "str"})
             with reader:
@@ -772,7 +783,9 @@ class TelemetryLake:
             The lake-relative path of ``_markers/<stream>/date=.../hour=.../<name>.json``.
         """
         rel = f"{self.partition(stream, interval_start, MARKERS)}/{_check_name(name, 'marker name')}.json"
-        return self.write_bytes(rel, json.dumps(payload, indent=2, sort_keys=True, default=str).encode("utf-8"))
+        return self.write_bytes(
+            rel, json.dumps(payload, indent=2, sort_keys=True, default=str).encode("utf-8")
+        )
 
     def read_marker(self, stream: str, interval_start: datetime, name: str) -> dict[str, Any] | None:
         """A marker's payload, or ``None`` when the step has not finished for that hour."""

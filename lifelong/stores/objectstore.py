@@ -306,7 +306,9 @@ class LocalObjectStore(ObjectStore):
                 if current is None:
                     raise PreconditionFailedError(f"{path} no longer exists (expected ETag {etag})", key=key)
                 if not same_etag(current, etag):
-                    raise PreconditionFailedError(f"{path} changed: its ETag is {current}, expected {etag}", key=key)
+                    raise PreconditionFailedError(
+                        f"{path} changed: its ETag is {current}, expected {etag}", key=key
+                    )
                 tmp = self._write_temp(path, data)
                 _atomic_replace(tmp, path)
                 tmp = None
@@ -483,7 +485,9 @@ class S3ObjectStore(ObjectStore):
 
         for attempt in range(self._CONFLICT_RETRIES + 1):
             try:
-                response = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
+                response = self.client.put_object(
+                    Bucket=self.bucket, Key=self._key(key), Body=data, **condition
+                )
                 return str(response["ETag"])
             except ClientError as exc:
                 code, status = _error_code(exc)

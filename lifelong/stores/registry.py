@@ -135,7 +135,9 @@ def _check_safetensors(weights: bytes) -> None:
     if not isinstance(weights, bytes | bytearray | memoryview):
         raise RegistryError(f"weights must be safetensors bytes, got {type(weights).__name__}")
     if len(weights) < 8:
-        raise RegistryError(f"weights are not safetensors bytes: {len(weights)} bytes is shorter than a header")
+        raise RegistryError(
+            f"weights are not safetensors bytes: {len(weights)} bytes is shorter than a header"
+        )
     size = int.from_bytes(weights[:8], "little")
     if size > min(len(weights) - 8, _MAX_SAFETENSORS_HEADER):
         raise RegistryError(f"weights are not safetensors bytes: header length {size} exceeds the data")
@@ -178,7 +180,9 @@ def _load_json(data: bytes, location: str) -> dict[str, Any]:
     try:
         value = json.loads(data)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise IntegrityError(f"{location} is not valid JSON ({exc}); it was corrupted or edited by hand") from None
+        raise IntegrityError(
+            f"{location} is not valid JSON ({exc}); it was corrupted or edited by hand"
+        ) from None
     if not isinstance(value, dict):
         raise IntegrityError(f"{location} holds a {type(value).__name__}, expected a JSON object")
     return value
@@ -628,7 +632,9 @@ class ModelRegistry:
         try:
             actual = content_address(weights_obj.data, config)
         except RegistryError as exc:
-            raise IntegrityError(f"model {model!r} version {version}: stored config is unusable ({exc})") from None
+            raise IntegrityError(
+                f"model {model!r} version {version}: stored config is unusable ({exc})"
+            ) from None
         if actual != version:
             raise IntegrityError(
                 f"model {model!r} version {version} failed its sha256 check: the stored weights and config "
@@ -714,7 +720,9 @@ class ModelRegistry:
         manifests: list[dict[str, Any]] = []
         for version, key, obj in zip(versions, keys, self._get_many(keys), strict=True):
             if obj is None:
-                logger.warning("model %s version %s has no manifest (incomplete upload); skipped", model, version)
+                logger.warning(
+                    "model %s version %s has no manifest (incomplete upload); skipped", model, version
+                )
                 continue
             manifests.append(_load_json(obj.data, self._where(key)))
         oldest = datetime.min.replace(tzinfo=UTC)
@@ -742,10 +750,14 @@ class ModelRegistry:
         if len(prefix) == 64:
             return prefix
         matches = [
-            v for v in self.store.list_children(f"models/{model}") if _VERSION_RE.fullmatch(v) and v.startswith(prefix)
+            v
+            for v in self.store.list_children(f"models/{model}")
+            if _VERSION_RE.fullmatch(v) and v.startswith(prefix)
         ]
         if not matches:
-            raise NotFoundError(f"model {model!r} has no version starting with {prefix!r} in {self.store.url}")
+            raise NotFoundError(
+                f"model {model!r} has no version starting with {prefix!r} in {self.store.url}"
+            )
         if len(matches) > 1:
             shown = ", ".join(_short(v) for v in matches[:5])
             raise RegistryError(
@@ -899,8 +911,14 @@ class ModelRegistry:
         self._check_model(model)
         current = self.production(model)
         if current is None:
-            raise NotFoundError(f"model {model!r} has no production pointer in {self.store.url}; nothing to roll back")
-        if current.run_id == run_id and current.decision == "rolled_back" and to_version in (None, current.version):
+            raise NotFoundError(
+                f"model {model!r} has no production pointer in {self.store.url}; nothing to roll back"
+            )
+        if (
+            current.run_id == run_id
+            and current.decision == "rolled_back"
+            and to_version in (None, current.version)
+        ):
             return self._recorded_or_record(
                 "rolled_back",
                 model,
@@ -919,7 +937,9 @@ class ModelRegistry:
                 "back to; name one with --to VERSION (see `lifelong registry list`)"
             )
         if target == current.version:
-            raise RegistryError(f"model {model!r} version {_short(target)} already is production; nothing to do")
+            raise RegistryError(
+                f"model {model!r} version {_short(target)} already is production; nothing to do"
+            )
         self.load_version(model, target)
         return self._move_pointer(
             "rolled_back",
@@ -1036,7 +1056,9 @@ class ModelRegistry:
                 "before failing, and no audit record was written; re-running with the same run id "
                 f"({run_id}) is safe"
             ) from exc
-        logger.info("model %s production %s -> %s (%s by %s)", model, _short(previous), _short(target), what, actor)
+        logger.info(
+            "model %s production %s -> %s (%s by %s)", model, _short(previous), _short(target), what, actor
+        )
         try:
             return self._write_audit(
                 decision,
@@ -1166,7 +1188,9 @@ class ModelRegistry:
         keys = [k for k in self.store.list_keys(f"audit/{model}") if k.endswith(suffix)]
         for record in self._read_records(keys):
             if record.decision == decision and record.run_id == run_id and record.to_version == to_version:
-                logger.info("run %s already recorded %s of model %s; not repeating it", run_id, decision, model)
+                logger.info(
+                    "run %s already recorded %s of model %s; not repeating it", run_id, decision, model
+                )
                 return record
         return self._write_audit(
             decision,

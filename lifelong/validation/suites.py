@@ -185,7 +185,9 @@ def build_suite(spec: SuiteSpec) -> gx.ExpectationSuite:
         add(
             gxe.ExpectColumnValuesToNotBeNull(
                 column=TIMESTAMP,
-                meta=_meta("timestamp_null", "null or unreadable timestamp (expected ISO 8601 / UTC datetime)"),
+                meta=_meta(
+                    "timestamp_null", "null or unreadable timestamp (expected ISO 8601 / UTC datetime)"
+                ),
             )
         )
         add(
@@ -245,7 +247,8 @@ def build_suite(spec: SuiteSpec) -> gx.ExpectationSuite:
                         max_value=high,
                         meta=_meta(
                             "feature_bounds",
-                            f"feature {column} infinite or outside [{spec.feature_min:g}, {spec.feature_max:g}]",
+                            f"feature {column} infinite or outside "
+                            f"[{spec.feature_min:g}, {spec.feature_max:g}]",
                         ),
                     )
                 )

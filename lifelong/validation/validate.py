@@ -288,7 +288,9 @@ def _outcome(
     if spec.known_keys is not None and not counted_keys:
         lines.append("unknown event keys: not counted (event_key is missing or not numeric)")
     elif spec.known_keys is not None:
-        lines.append(f"unknown event keys: {unknown} of {known_total} ({share:.2%}); surge threshold {surge_share:.2%}")
+        lines.append(
+            f"unknown event keys: {unknown} of {known_total} ({share:.2%}); surge threshold {surge_share:.2%}"
+        )
     lines += [f"WARNING: {w}" for w in warnings]
 
     result_json.setdefault("meta", {})["lifelong"] = {
@@ -317,14 +319,19 @@ def _outcome(
         seconds=seconds,
     )
     log = logger.info if success else logger.warning
-    log("validated %s batch of %d rows in %.3f s: %s", spec.kind, rows, seconds, "; ".join(failed) or "passed")
+    log(
+        "validated %s batch of %d rows in %.3f s: %s", spec.kind, rows, seconds, "; ".join(failed) or "passed"
+    )
     return outcome
 
 
 def _label(config: dict[str, Any]) -> str:
     kwargs = config.get("kwargs") or {}
     target = kwargs.get("column") or ",".join(kwargs.get("column_list") or []) or "table"
-    if config.get("type") == "expect_compound_columns_to_be_unique" and len(kwargs.get("column_list") or []) > 2:
+    if (
+        config.get("type") == "expect_compound_columns_to_be_unique"
+        and len(kwargs.get("column_list") or []) > 2
+    ):
         target = "all columns"
     return f"{config.get('type', 'expectation')}({target})"
 

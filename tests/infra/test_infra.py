@@ -291,7 +291,9 @@ def test_workers_split_by_queue(services: dict[str, Any]) -> None:
 
 def test_cpu_override_drops_only_the_gpu(services: dict[str, Any]) -> None:
     override = load_yaml(COMPOSE_CPU)["services"]
-    unlearning = [n for n, s in celery_workers(services).items() if constants.QUEUE_UNLEARNING in worker_queues(s)]
+    unlearning = [
+        n for n, s in celery_workers(services).items() if constants.QUEUE_UNLEARNING in worker_queues(s)
+    ]
     assert set(override) == set(unlearning)
     for name in unlearning:
         assert isinstance(override[name]["deploy"], ResetTag)
@@ -517,7 +519,9 @@ def _init_sql_defaults() -> dict[str, str]:
 
 def test_postgres_init_matches_the_urls(services: dict[str, Any]) -> None:
     postgres = services["postgres"]
-    assert any(str(v).startswith("./postgres/init.sql:/docker-entrypoint-initdb.d/") for v in postgres["volumes"])
+    assert any(
+        str(v).startswith("./postgres/init.sql:/docker-entrypoint-initdb.d/") for v in postgres["volumes"]
+    )
     defaults = _init_sql_defaults()
     raw = as_environment(airflow_services(services)["airflow-scheduler"])
     filled = filled_env()
@@ -691,7 +695,9 @@ def test_dockerfile_installs_project_and_providers(services: dict[str, Any], hel
     assert "apache-airflow-providers-amazon" in providers  # S3 remote logging
     assert re.search(r"^USER 50000$", text, re.M)
     build_args = set(load_yaml(COMPOSE)["x-airflow-common"]["build"]["args"])
-    assert build_args <= set(args), f"compose passes build args the Dockerfile lacks: {build_args - set(args)}"
+    assert build_args <= set(args), (
+        f"compose passes build args the Dockerfile lacks: {build_args - set(args)}"
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -715,7 +721,9 @@ def _module_names(tree: ast.Module) -> dict[str, Any]:
             for alias in node.names:
                 if alias.name == "lifelong.constants" and alias.asname:
                     names[alias.asname] = constants
-        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+        elif (
+            isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+        ):
             value = _resolve(node.value, names)
             if isinstance(value, str):
                 names[node.targets[0].id] = value
@@ -749,7 +757,9 @@ def _pool_queue_sites(tree: ast.Module) -> Iterator[tuple[int, dict[str, ast.AST
             yield node.lineno, found
 
 
-def check_dags(dag_files: list[Path], known_pools: set[str], known_queues: set[str]) -> tuple[list[str], bool]:
+def check_dags(
+    dag_files: list[Path], known_pools: set[str], known_queues: set[str]
+) -> tuple[list[str], bool]:
     """Check every pool/queue a DAG file sets against what infra creates.
 
     Args:
@@ -771,11 +781,15 @@ def check_dags(dag_files: list[Path], known_pools: set[str], known_queues: set[s
             resolved = {key: _resolve(value, names) for key, value in found.items()}
             for key, value in resolved.items():
                 if isinstance(found[key], ast.Constant):
-                    problems.append(f"{where}: {key}={value!r} is a literal; import it from lifelong.constants")
+                    problems.append(
+                        f"{where}: {key}={value!r} is a literal; import it from lifelong.constants"
+                    )
                 elif value is _UNRESOLVED:
                     problems.append(f"{where}: cannot resolve {key}={ast.unparse(found[key])}")
                 elif key == "pool" and value not in known_pools:
-                    problems.append(f"{where}: pool {value!r} is not created by infra ({sorted(known_pools)})")
+                    problems.append(
+                        f"{where}: pool {value!r} is not created by infra ({sorted(known_pools)})"
+                    )
                 elif key == "queue" and value not in known_queues:
                     problems.append(f"{where}: no worker consumes queue {value!r} ({sorted(known_queues)})")
             pool, queue = resolved.get("pool"), resolved.get("queue")

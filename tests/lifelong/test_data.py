@@ -109,7 +109,9 @@ def test_folder_with_test_normal(tmp_path: Path) -> None:
     assert (ds.n_test_normal, ds.n_test_abnormal) == (12, 7)
     assert ds.name == tmp_path.name
     # Labels follow the sessions through the shuffle.
-    for session, label, kind, sid in zip(ds.stream, ds.stream_labels, ds.stream_kinds, ds.stream_ids, strict=True):
+    for session, label, kind, sid in zip(
+        ds.stream, ds.stream_labels, ds.stream_kinds, ds.stream_ids, strict=True
+    ):
         assert label == (session[0] == 9) and kind == ("abnormal" if label else "normal")
         assert sid.startswith("d_test_abnormal:" if label else "n")
     # Train and validation are disjoint, cover the file, and keep file order.
@@ -235,7 +237,9 @@ def test_banknote_preset_counts() -> None:
     assert any("586" in note for note in ds.notes)
 
 
-def test_missing_shared_data_says_where_and_what_to_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_shared_data_says_where_and_what_to_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LIFELONG_SHARED_DATA", str(tmp_path / "empty"))
     assert shared_data_root() == tmp_path / "empty"
     for name in ("hdfs", "banknote"):
@@ -272,7 +276,9 @@ def test_synthetic_sequences_deterministic_and_seeded() -> None:
 
 
 def test_synthetic_sequences_stream_composition() -> None:
-    ds = synthetic_sequences(seed=0, n_train=500, n_test=2000, anomaly_rate=0.1, drift_start=0.5, drift_rate=0.3)
+    ds = synthetic_sequences(
+        seed=0, n_train=500, n_test=2000, anomaly_rate=0.1, drift_start=0.5, drift_rate=0.3
+    )
     kinds = np.array(ds.stream_kinds)
     assert ds.n_test_abnormal == 200
     for kind in SEQUENCE_ANOMALY_KINDS:
@@ -343,8 +349,14 @@ def test_event_telemetry_inside_interval_and_ordered() -> None:
 
 
 def test_empty_hour() -> None:
-    events, truth = generate_event_telemetry(hour_index=0, interval_start=datetime(2024, 1, 1), n_sessions=0, seed=0)
-    assert events.empty and truth.empty and list(events.columns) == ["entity_id", "timestamp", "event_key", "seq"]
+    events, truth = generate_event_telemetry(
+        hour_index=0, interval_start=datetime(2024, 1, 1), n_sessions=0, seed=0
+    )
+    assert (
+        events.empty
+        and truth.empty
+        and list(events.columns) == ["entity_id", "timestamp", "event_key", "seq"]
+    )
 
 
 def test_event_telemetry_sessions_match_the_training_grammar() -> None:

@@ -189,7 +189,8 @@ def test_interval_listing_spans_hours_and_days(lake: TelemetryLake) -> None:
     assert two_hours == sorted(written[1:4]) == written[1:4]
     # An interval not aligned to hours covers every hour it overlaps.
     assert (
-        lake.list_interval_files("events", late + timedelta(minutes=30), late + timedelta(minutes=61)) == (written[1:4])
+        lake.list_interval_files("events", late + timedelta(minutes=30), late + timedelta(minutes=61))
+        == (written[1:4])
     )
     assert lake.list_interval_files("events", late, late + HOUR) == written[1:3]
     assert lake.list_interval_files("events", late + 5 * HOUR, late + 6 * HOUR) == []

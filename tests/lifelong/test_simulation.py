@@ -81,7 +81,11 @@ def test_simulate_lands_hours_times_shards_files_split_by_entity(settings: Setti
         assert len(shard_entities[0]) == len(shard_entities[1]) == 25  # ordinal mod 2
         frames = pd.concat([lake.read_file(f) for f in h.files])
         assert len(frames) == h.rows
-        assert frames["timestamp"].between(pd.Timestamp(h.interval_start), pd.Timestamp(h.interval_start + HOUR)).all()
+        assert (
+            frames["timestamp"]
+            .between(pd.Timestamp(h.interval_start), pd.Timestamp(h.interval_start + HOUR))
+            .all()
+        )
         assert h.n == 50
         assert h.n_abnormal == 4  # round(50 * 0.08)
         # Ids carry the absolute hour, so they never repeat across simulations of other hours.
@@ -103,7 +107,9 @@ def test_simulate_lands_hours_times_shards_files_split_by_entity(settings: Setti
     assert not any(c in lake.read_file(raw[0]).columns for c in ("abnormal", "kind"))
 
 
-def test_simulate_is_deterministic_and_independent_of_how_hours_are_batched(settings: Settings, tmp_path: Path) -> None:
+def test_simulate_is_deterministic_and_independent_of_how_hours_are_batched(
+    settings: Settings, tmp_path: Path
+) -> None:
     lake = lake_of(settings)
     first = simulate(settings, stream="ev", kind="events", hours=3, start=T0, sessions_per_hour=30)
     frames = {f: lake.read_file(f) for h in first for f in h.files}
@@ -145,8 +151,12 @@ def test_simulate_vectors_as_csv(settings: Settings) -> None:
 def test_simulate_again_with_fewer_shards_removes_its_stale_files_only(settings: Settings) -> None:
     lake = lake_of(settings)
     simulate(settings, stream="ev", kind="events", hours=1, start=T0, sessions_per_hour=20, shards=4)
-    foreign = lake.write_raw("ev", T0, pd.DataFrame({"entity_id": ["x"], "timestamp": [T0], "event_key": [1]}), "other")
-    (hour,) = simulate(settings, stream="ev", kind="events", hours=1, start=T0, sessions_per_hour=20, shards=2)
+    foreign = lake.write_raw(
+        "ev", T0, pd.DataFrame({"entity_id": ["x"], "timestamp": [T0], "event_key": [1]}), "other"
+    )
+    (hour,) = simulate(
+        settings, stream="ev", kind="events", hours=1, start=T0, sessions_per_hour=20, shards=2
+    )
     names = [f.rsplit("/", 1)[1] for f in lake.list_files("ev", area=RAW)]
     assert names == ["other.parquet", "part-000.parquet", "part-001.parquet"]
     assert lake.exists(foreign)
@@ -155,13 +165,17 @@ def test_simulate_again_with_fewer_shards_removes_its_stale_files_only(settings:
 
 def test_simulate_reports_each_hour_as_it_lands(settings: Settings) -> None:
     seen: list[SimulatedHour] = []
-    hours = simulate(settings, stream="ev", kind="events", hours=3, start=T0, sessions_per_hour=5, on_hour=seen.append)
+    hours = simulate(
+        settings, stream="ev", kind="events", hours=3, start=T0, sessions_per_hour=5, on_hour=seen.append
+    )
     assert seen == hours
 
 
 def test_simulate_floors_start_and_skips_empty_shards(settings: Settings) -> None:
     mid_hour = datetime(2024, 5, 1, 10, 42)  # naive: UTC
-    (hour,) = simulate(settings, stream="ev", kind="events", hours=1, start=mid_hour, sessions_per_hour=2, shards=3)
+    (hour,) = simulate(
+        settings, stream="ev", kind="events", hours=1, start=mid_hour, sessions_per_hour=2, shards=3
+    )
     assert hour.interval_start == T0
     assert [f.rsplit("/", 1)[1] for f in hour.files] == ["part-000.parquet", "part-001.parquet"]
 
@@ -210,7 +224,9 @@ def pick(truth: pd.DataFrame, abnormal: bool, n: int) -> list[str]:
 
 def record_alerts(settings: Settings, entities: list[str], start: datetime = T0, stream: str = "ev") -> None:
     with LabelStore.from_settings(settings) as store:
-        store.record_alerts([Alert(stream, e, start, start + HOUR, 9.0, 2.0, "v-prod", [1, 2, 3]) for e in entities])
+        store.record_alerts(
+            [Alert(stream, e, start, start + HOUR, 9.0, 2.0, "v-prod", [1, 2, 3]) for e in entities]
+        )
 
 
 def write_scores(
@@ -261,7 +277,9 @@ def scored(settings: Settings) -> dict[str, list[str]]:
     }
 
 
-def test_files_fp_for_false_alarms_and_fn_for_misses_once(settings: Settings, scored: dict[str, list[str]]) -> None:
+def test_files_fp_for_false_alarms_and_fn_for_misses_once(
+    settings: Settings, scored: dict[str, list[str]]
+) -> None:
     summary = file_labels_from_truth(settings, stream="ev", incident="INC-7")
     assert summary == TruthLabelSummary(fp=2, fn=3, skipped=2, already=0, false_alerts=2, missed=3)
 
@@ -338,7 +356,9 @@ def test_flagged_elsewhere_is_not_missed_and_other_labels_are_left_alone(setting
     write_scores(settings, [(abnormal[0], False, [1]), (abnormal[1], False, [2])])
 
     summary = file_labels_from_truth(settings, stream="ev", end=T0 + HOUR)
-    assert summary == TruthLabelSummary(fp=0, fn=1, skipped=0, already=0, false_alerts=1, missed=1, conflicts=1)
+    assert summary == TruthLabelSummary(
+        fp=0, fn=1, skipped=0, already=0, false_alerts=1, missed=1, conflicts=1
+    )
     labels = labels_of(settings)
     assert (labels[normal[0]].kind, labels[normal[0]].analyst) == ("FN", "human")
     assert labels[abnormal[1]].kind == "FN" and abnormal[0] not in labels

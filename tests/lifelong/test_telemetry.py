@@ -117,4 +117,6 @@ def test_normalize_columns_reads_text_ids_as_text() -> None:
     assert out["entity_id"].isna().iloc[1]
     assert str(out["timestamp"].dt.tz) == "UTC"
     # In Parquet the stored type is kept, so validation can flag it.
-    assert normalize_columns(pd.DataFrame({"entity_id": [1, 2]}), text_format=False)["entity_id"].tolist() == [1, 2]
+    assert normalize_columns(pd.DataFrame({"entity_id": [1, 2]}), text_format=False)[
+        "entity_id"
+    ].tolist() == [1, 2]

@@ -21,7 +21,9 @@ N = 200
 
 @pytest.fixture(scope="module")
 def settings() -> Settings:
-    return Settings(min_rows=10, max_rows=100_000, feature_min=-100.0, feature_max=100.0, unknown_key_surge=0.1)
+    return Settings(
+        min_rows=10, max_rows=100_000, feature_min=-100.0, feature_max=100.0, unknown_key_surge=0.1
+    )
 
 
 def good_events(n: int = N, *, seed: int = 0) -> pd.DataFrame:
@@ -71,7 +73,9 @@ def test_a_good_events_batch_passes(settings: Settings) -> None:
     assert outcome.failed == []
     assert outcome.rows == N
     assert (outcome.unknown_keys, outcome.unknown_key_share, outcome.surge) == (0, 0.0, False)
-    assert outcome.summary.startswith("events batch [2024-03-01T05:00:00+00:00, 2024-03-01T06:00:00+00:00): PASSED")
+    assert outcome.summary.startswith(
+        "events batch [2024-03-01T05:00:00+00:00, 2024-03-01T06:00:00+00:00): PASSED"
+    )
     assert outcome.result_json["success"] is True
     assert outcome.result_json["meta"]["lifelong"]["rows"] == N
     pd.testing.assert_frame_equal(frame, before)  # the caller's frame is untouched
@@ -166,7 +170,9 @@ def test_each_events_failure_is_named_with_its_bad_row_count(settings: Settings,
 
 def test_a_missing_column_is_named_once(settings: Settings) -> None:
     outcome = check(good_events().drop(columns=["event_key"]), "events", settings)
-    assert outcome.failed == ["expect_table_columns_to_match_set(table): required column(s) missing: ['event_key']"]
+    assert outcome.failed == [
+        "expect_table_columns_to_match_set(table): required column(s) missing: ['event_key']"
+    ]
     assert "missing ['event_key']" in outcome.summary
 
 
@@ -207,7 +213,9 @@ def test_each_vectors_failure_is_named_with_its_bad_row_count(settings: Settings
     mutate, name, bad_rows = VECTOR_FAILURES[case]
     frame = mutate(good_vectors())
 
-    outcome = check(frame, "vectors", settings, feature_columns=["f0", "f1", "host"], categorical_columns={"host"})
+    outcome = check(
+        frame, "vectors", settings, feature_columns=["f0", "f1", "host"], categorical_columns={"host"}
+    )
 
     assert not outcome.success
     entry = the_failure(outcome, name)
@@ -221,7 +229,9 @@ def test_text_in_a_numeric_feature_fails_its_type(settings: Settings) -> None:
     frame = good_vectors()
     frame["f0"] = frame["f0"].astype(str)
     frame.loc[3, "f0"] = "n/a"
-    outcome = check(frame, "vectors", settings, feature_columns=["f0", "f1", "host"], categorical_columns={"host"})
+    outcome = check(
+        frame, "vectors", settings, feature_columns=["f0", "f1", "host"], categorical_columns={"host"}
+    )
     entry = the_failure(outcome, "expect_column_values_to_be_in_type_list(f0)")
     assert "feature f0 is not numeric" in entry
 
@@ -246,7 +256,11 @@ def test_unknown_keys_are_counted_and_a_surge_warns_without_failing(settings: Se
     assert "WARNING: unknown event keys surge" in outcome.summary
     assert outcome.result_json["meta"]["lifelong"]["surge"] is True
     # The GX result itself records the warning-level expectation as failed.
-    [item] = [r for r in outcome.result_json["results"] if r["expectation_config"]["meta"]["check"] == "unknown_keys"]
+    [item] = [
+        r
+        for r in outcome.result_json["results"]
+        if r["expectation_config"]["meta"]["check"] == "unknown_keys"
+    ]
     assert item["success"] is False and item["expectation_config"]["severity"] == "warning"
 
 
@@ -269,7 +283,9 @@ def test_without_a_vocabulary_nothing_is_unknown(settings: Settings) -> None:
 # Mechanics --------------------------------------------------------------------------------------------
 def test_bad_arguments_are_refused(settings: Settings) -> None:
     with pytest.raises(ValueError, match="empty data interval"):
-        validate_batch(good_events(), kind="events", interval_start=END, interval_end=START, settings=settings)
+        validate_batch(
+            good_events(), kind="events", interval_start=END, interval_end=START, settings=settings
+        )
     with pytest.raises(ValueError, match="unknown telemetry kind"):
         check(good_events(), "logs", settings)  # type: ignore[arg-type]
 

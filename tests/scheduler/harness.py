@@ -349,11 +349,15 @@ class AirflowCluster:
             self._client.close()
         outside = self._stop_processes()
         if outside:
-            logger.info("stopped %d process(es) of cluster %s outside the component groups", outside, self.cluster_id)
+            logger.info(
+                "stopped %d process(es) of cluster %s outside the component groups", outside, self.cluster_id
+            )
         self._drop_database()
         if self.home is not None and self._own_home:
             if self.failed:
-                logger.warning("keeping AIRFLOW_HOME %s of failed cluster %s for its logs", self.home, self.cluster_id)
+                logger.warning(
+                    "keeping AIRFLOW_HOME %s of failed cluster %s for its logs", self.home, self.cluster_id
+                )
             else:
                 shutil.rmtree(self.home, ignore_errors=True)
 
@@ -518,7 +522,9 @@ class AirflowCluster:
             states[key] = ti.get("state")
         return states
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
+    def task_log(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1
+    ) -> str:
         """Return the full log of one task try as text, one line per log event.
 
         Structured events are rendered as ``timestamp level [logger] event key=value``, with a raised
@@ -532,7 +538,9 @@ class AirflowCluster:
         )
         return "\n".join(_render_log_event(event) for event in answer.get("content", []))
 
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
+    def xcom(
+        self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1
+    ) -> Any:
         """Return the deserialised value of an XCom (a task's return value by default)."""
         answer = self.api(
             "GET",
@@ -672,7 +680,9 @@ class AirflowCluster:
         try:
             with psycopg.connect(_libpq_url(self.postgres_url), autocommit=True, connect_timeout=5) as conn:
                 # FORCE (PostgreSQL 13+) ends sessions a killed component may have left half-closed.
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.db_name)))
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.db_name))
+                )
             self._db_created = False
         except psycopg.Error as exc:
             logger.warning("could not drop database %s: %s", self.db_name, exc)
@@ -766,7 +776,9 @@ class AirflowCluster:
 
     def _require_client(self) -> httpx.Client:
         if self._client is None or self._stopped:
-            raise AirflowHarnessError("the Airflow cluster is not running (use it inside `with AirflowCluster(...)`)")
+            raise AirflowHarnessError(
+                "the Airflow cluster is not running (use it inside `with AirflowCluster(...)`)"
+            )
         return self._client
 
     def _remaining(self) -> float:
@@ -915,7 +927,9 @@ def _render_log_event(event: Any) -> str:
         return str(event)
     fields = dict(event)
     head = " ".join(
-        str(part) for part in (fields.pop("timestamp", ""), fields.pop("level", ""), fields.pop("logger", "")) if part
+        str(part)
+        for part in (fields.pop("timestamp", ""), fields.pop("level", ""), fields.pop("logger", ""))
+        if part
     )
     text = f"{head} {fields.pop('event', '')}".strip()
     details = fields.pop("error_detail", None)

@@ -199,7 +199,9 @@ def test_stop_ends_running_tasks_and_their_children_and_drops_the_database(clust
     deadline = time.monotonic() + 90
     while not (state / "rogue.pid").exists():
         assert time.monotonic() < deadline, cluster.run_report(SLEEPY_DAG, run_id)
-        assert cluster.run_state(SLEEPY_DAG, run_id) in {"queued", "running"}, cluster.run_report(SLEEPY_DAG, run_id)
+        assert cluster.run_state(SLEEPY_DAG, run_id) in {"queued", "running"}, cluster.run_report(
+            SLEEPY_DAG, run_id
+        )
         time.sleep(0.5)
     task_pid = int((state / "task.pid").read_text())
     rogue_pid = int((state / "rogue.pid").read_text())

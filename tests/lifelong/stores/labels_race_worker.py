@@ -7,7 +7,9 @@ import traceback
 from typing import Any
 
 
-def claim_until_empty(url: str, schema: str | None, stream: str, worker: int, barrier: Any, queue: Any) -> None:
+def claim_until_empty(
+    url: str, schema: str | None, stream: str, worker: int, barrier: Any, queue: Any
+) -> None:
     """Open the store, wait for the other worker, then claim 3 labels at a time (new run ids) until none."""
     from lifelong.stores.labels import LabelStore
 

@@ -44,7 +44,9 @@ def make_alert(entity: str, *, stream: str = "events", start: datetime = T0, **o
     return Alert(**fields)
 
 
-def add_fp_labels(store: LabelStore, count: int, *, stream: str = "events", incident: str | None = None) -> None:
+def add_fp_labels(
+    store: LabelStore, count: int, *, stream: str = "events", incident: str | None = None
+) -> None:
     store.record_alerts([make_alert(f"s{i}", stream=stream) for i in range(count)])
     store.add_labels(
         [LabelRequest(stream=stream, entity_id=f"s{i}", kind="FP", incident=incident) for i in range(count)]
@@ -226,7 +228,9 @@ def test_conflicting_labels_are_refused_unless_superseded(label_store: LabelStor
     fn = label_store.add_label(stream="events", entity_id="a", kind="FN", sample=[5, 5])
     # A newer model flags it after all; the analyst says it was normal.
     label_store.record_alerts([make_alert("a", start=T0 + HOUR)])
-    with pytest.raises(LabelError, match=r"FP for 'a' on stream 'events' conflicts with label #\d+ \(FN, pending\)"):
+    with pytest.raises(
+        LabelError, match=r"FP for 'a' on stream 'events' conflicts with label #\d+ \(FN, pending\)"
+    ):
         label_store.add_label(stream="events", entity_id="a", kind="FP")
     assert label_store.list_labels() == [fn]
 
@@ -287,7 +291,9 @@ def test_sql_looking_text_is_stored_verbatim(label_store: LabelStore) -> None:
         ({"sample": [object()]}, r"sample\[0\] is object"),
     ],
 )
-def test_invalid_labels_are_refused(label_store: LabelStore, request_fields: dict[str, Any], message: str) -> None:
+def test_invalid_labels_are_refused(
+    label_store: LabelStore, request_fields: dict[str, Any], message: str
+) -> None:
     fields: dict[str, Any] = {"stream": "events", "entity_id": "e1", "kind": "FN", "sample": [1, 2]}
     fields.update(request_fields)
     with pytest.raises(LabelError, match=message):
@@ -387,7 +393,9 @@ def test_promotion_marks_labels_consumed(label_store: LabelStore) -> None:
     assert all(label.consumed_at is not None for label in past)
     assert label_store.pending_count("events") == 1
     # The run's batch stays fixed after promotion; another version cannot take it over.
-    assert [label.id for label in label_store.claim_pending("events", "run-1")] == [label.id for label in past]
+    assert [label.id for label in label_store.claim_pending("events", "run-1")] == [
+        label.id for label in past
+    ]
     with pytest.raises(LabelError, match="already consumed by version 'sha-abc'"):
         label_store.mark_consumed("run-1", "sha-other")
     assert label_store.release("run-1", "too late") == 0
@@ -414,7 +422,9 @@ def test_list_labels_filters(label_store: LabelStore) -> None:
 
 
 # -- opening, migrations and races ----------------------------------------------------------------------
-def test_reopening_keeps_data_and_the_schema_matches_the_models(label_store: LabelStore, label_db: Any) -> None:
+def test_reopening_keeps_data_and_the_schema_matches_the_models(
+    label_store: LabelStore, label_db: Any
+) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
@@ -424,7 +434,9 @@ def test_reopening_keeps_data_and_the_schema_matches_the_models(label_store: Lab
         assert len(again.list_labels()) == 2
     with label_store._engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"version_table": "lifelong_labels_alembic_version"})
-        assert context.get_current_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+        assert (
+            context.get_current_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+        )
         diff = compare_metadata(context, metadata)
     assert diff == []
 
@@ -448,7 +460,9 @@ def test_postgres_claim_skips_rows_another_run_is_claiming(pg_label_store: Label
     first_two = [label.id for label in pg_label_store.list_labels()][:2]
     with pg_label_store._engine.connect() as other, other.begin():
         # Another run's claim transaction, caught between its SELECT ... FOR UPDATE and its commit.
-        other.execute(sa.select(labels_table.c.id).where(labels_table.c.id.in_(first_two)).with_for_update()).all()
+        other.execute(
+            sa.select(labels_table.c.id).where(labels_table.c.id.in_(first_two)).with_for_update()
+        ).all()
         claimed = pg_label_store.claim_pending("events", "run-2")
         assert [label.entity_id for label in claimed] == ["s2", "s3"]  # skipped, not waited for
 

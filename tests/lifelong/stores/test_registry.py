@@ -202,7 +202,9 @@ def test_tampered_config_and_report_are_refused(backend: Backend) -> None:
     backend.overwrite(f"models/{MODEL}/{version}/report.json", b'{"seed": 999}')
     with pytest.raises(IntegrityError, match="report.json failed its sha256 check"):
         reg.get_file(MODEL, version, "report.json")
-    backend.overwrite(f"models/{MODEL}/{version}/{CONFIG_FILE}", canonical_json({**CONFIG, "threshold": 99.0}))
+    backend.overwrite(
+        f"models/{MODEL}/{version}/{CONFIG_FILE}", canonical_json({**CONFIG, "threshold": 99.0})
+    )
     with pytest.raises(IntegrityError, match=version):
         reg.load_version(MODEL, version)
 
@@ -290,7 +292,9 @@ def _race(reg: ModelRegistry, expected_etag: str | None, attempts: dict[str, str
         mine = ModelRegistry(reg.url, endpoint_url=getattr(reg.store, "endpoint_url", None))
         barrier.wait()
         try:
-            mine.promote(MODEL, version, expected_etag=expected_etag, actor=run_id, reason="race", run_id=run_id)
+            mine.promote(
+                MODEL, version, expected_etag=expected_etag, actor=run_id, reason="race", run_id=run_id
+            )
             outcomes[run_id] = "won"
         except Exception as exc:  # collected and asserted by the caller
             outcomes[run_id] = exc
@@ -608,7 +612,9 @@ def app(monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
 def _two_promotions(reg: ModelRegistry) -> tuple[str, str]:
     v1, v2 = put(reg, 1), put(reg, 2)
     reg.promote(MODEL, v1, expected_etag=None, actor="boot", reason="bootstrap", run_id="p1")
-    reg.promote(MODEL, v2, expected_etag=reg.production(MODEL).etag, actor="gate", reason="passed", run_id="p2")  # type: ignore[union-attr]
+    reg.promote(
+        MODEL, v2, expected_etag=reg.production(MODEL).etag, actor="gate", reason="passed", run_id="p2"
+    )  # type: ignore[union-attr]
     return v1, v2
 
 

@@ -62,7 +62,9 @@ def upgrade() -> None:
         sa.Column("last_attempt", JSON, nullable=True),
         sa.Column("superseded_by", sa.Integer, sa.ForeignKey("labels.id"), nullable=True),
         sa.CheckConstraint("kind IN ('FP', 'FN')", name="ck_labels_kind"),
-        sa.CheckConstraint("status IN ('pending', 'claimed', 'consumed', 'superseded')", name="ck_labels_status"),
+        sa.CheckConstraint(
+            "status IN ('pending', 'claimed', 'consumed', 'superseded')", name="ck_labels_status"
+        ),
         sa.CheckConstraint("attempts >= 0", name="ck_labels_attempts"),
     )
     op.create_index("ix_labels_stream_status", "labels", ["stream", "status"])
