@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from lifelong.errors import ConfigError
-from lifelong.models.base import Detector
+from lifelong.models.base import Detector, take
 from lifelong.unlearning import UnlearnConfig, config_for, unlearn
 
 log = logging.getLogger(__name__)
@@ -68,13 +68,6 @@ def f1_score(fp: int, fn: int, n_abnormal: int) -> float:
     """F1 with anomalies as the positive class."""
     tp = n_abnormal - fn
     return 0.0 if tp <= 0 else 2 * tp / (2 * tp + fp + fn)
-
-
-def take(samples: Any, idx: np.ndarray | list[int]) -> Any:
-    """Select samples by position from a list of sessions or a DataFrame of rows."""
-    if isinstance(samples, pd.DataFrame):
-        return samples.iloc[np.asarray(idx, dtype=int)]
-    return [samples[i] for i in idx]
 
 
 def concat(a: Any, b: Any) -> Any:

@@ -136,3 +136,11 @@ class Detector(ABC):
 
 def as_list(samples: Sequence[Any] | Any) -> list[Any]:
     return list(samples)
+
+
+def take(samples: Any, idx: Sequence[int] | Any) -> Any:
+    """Select samples by position from a list of sessions or a DataFrame of rows."""
+    if hasattr(samples, "iloc"):
+        return samples.iloc[np.asarray(idx, dtype=int)]
+    seq = samples if isinstance(samples, list) else list(samples)
+    return [seq[int(i)] for i in idx]

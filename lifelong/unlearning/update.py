@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from lifelong.models.base import Detector
+from lifelong.models.base import Detector, take
 from lifelong.unlearning.ewc import ForgettingPenalty, RegularizerMode, fisher_diagonal
 from lifelong.unlearning.loss import FN_LABEL, FP_LABEL, bounded_unlearning_loss
 
@@ -188,15 +188,24 @@ def _rehearsal_units(
     det: Detector, past_fp: Any, past_fn: Any, cfg: UnlearnConfig, rng: np.random.Generator
 ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor] | None:
     """Up to ``cfg.rehearse_units`` units of past mistakes: (units, sign, target) with sign +1 for a past
-    FN (keep L >= tau') and -1 for a past FP (keep L <= fp_margin * tau')."""
+    FN (keep L >= tau') and -1 for a past FP (keep L <= fp_margin * tau').
+
+    Samples are drawn before they are encoded, so the cost stays flat however long the history grows."""
+    n_fp, n_fn = _length(past_fp), _length(past_fn)
+    if not n_fp + n_fn:
+        return None
+    pick = np.sort(rng.choice(n_fp + n_fn, size=min(cfg.rehearse_units, n_fp + n_fn), replace=False))
     tau = det.loss_threshold
     parts: list[tuple[torch.Tensor, ...]] = []
     signs: list[torch.Tensor] = []
     targets: list[torch.Tensor] = []
-    for samples, sign, target in ((past_fp, FP_LABEL, cfg.fp_margin * tau), (past_fn, FN_LABEL, tau)):
-        if not _length(samples):
+    for samples, idx, sign, target in (
+        (past_fp, pick[pick < n_fp], FP_LABEL, cfg.fp_margin * tau),
+        (past_fn, pick[pick >= n_fp] - n_fp, FN_LABEL, tau),
+    ):
+        if not len(idx):
             continue
-        unit_t, owner = det.units(samples)
+        unit_t, owner = det.units(take(samples, idx))
         if sign == FN_LABEL:  # the same units an FN update pushes
             unit_t, owner = _select_fn_units(det, unit_t, owner, cfg.fn_units, cfg.fn_k)
         n = int(unit_t[0].shape[0])
@@ -210,7 +219,7 @@ def _rehearsal_units(
         return None
     sign_t, target_t = torch.cat(signs), torch.cat(targets)
     total = int(sign_t.shape[0])
-    if total > cfg.rehearse_units:
+    if total > cfg.rehearse_units:  # sessions with several units each ('all', 'topk')
         idx = torch.as_tensor(np.sort(rng.choice(total, size=cfg.rehearse_units, replace=False)), device=sign_t.device)
         units, sign_t, target_t = tuple(u[idx] for u in units), sign_t[idx], target_t[idx]
     return units, sign_t, target_t
@@ -354,9 +363,15 @@ def unlearn(
     if cfg.rehearse_units:
         rehearsal = _rehearsal_units(cand, past_false_positives, past_false_negatives, cfg, rng)
 
+    # One forward pass per step over everything the loss looks at (labelled units, guard, rehearsal): on a
+    # small model the per-call overhead, not the arithmetic, is what a step costs.
+    n_lab = int(units[0].shape[0])
+    n_guard = int(guard[0].shape[0]) if guard is not None else 0
+    step_units = _cat_units([units, *([guard] if guard is not None else []), *([rehearsal[0]] if rehearsal else [])])
+
     lr = cfg.lr if cfg.lr is not None else cfg.lr_scale * _training_lr(detector)
     opt_cls = torch.optim.SGD if cfg.optimizer == "sgd" else torch.optim.Adam
-    opt = opt_cls(module.parameters(), lr=lr)
+    opt = opt_cls(module.parameters(), lr=lr, foreach=True)
     history: list[float] = []
     proximal = penalty is not None and cfg.optimizer == "sgd" and cfg.proximal
 
@@ -364,7 +379,8 @@ def unlearn(
     steps = 0
     reason = ""
     while True:
-        losses = cand.unit_losses(units)  # (U,)
+        step_losses = cand.unit_losses(step_units)
+        losses = step_losses[:n_lab]  # (U,)
         # Which samples still miss their target (measured before this step's update).
         with torch.no_grad():
             worst = np.full(len(target_np), -np.inf)
@@ -372,6 +388,10 @@ def unlearn(
         done = np.where(is_fn_sample, worst >= target_np, worst <= target_np)
         if done.all():
             module.eval()
+            # Checked here rather than after every step: a non-finite weight that touches the loss shows up
+            # as a non-finite loss at the next step (caught below); this catches the rest before acceptance.
+            if not cand.parameters_finite():
+                return result(detector, False, False, f"parameters became non-finite by step {steps}", steps, history)
             harm = _heldout_harm(detector, cand, validation, cfg)
             if harm:
                 return result(detector, False, True, f"rejected after {steps} steps: {harm}", steps, history)
@@ -388,10 +408,10 @@ def unlearn(
         active = torch.as_tensor(~done[owner_np], device=losses.device)
         loss = bounded_unlearning_loss(losses[active], label_t[active], bound) / int((~done).sum())
         if guard is not None:
-            loss = loss + cfg.guard_weight * torch.relu(cand.unit_losses(guard) - guard_before).mean()
+            loss = loss + cfg.guard_weight * torch.relu(step_losses[n_lab : n_lab + n_guard] - guard_before).mean()
         if rehearsal is not None:
-            r_units, r_sign, r_target = rehearsal
-            slack = torch.relu(r_sign * (r_target - cand.unit_losses(r_units)))
+            _, r_sign, r_target = rehearsal
+            slack = torch.relu(r_sign * (r_target - step_losses[n_lab + n_guard :]))
             loss = loss + cfg.rehearse_weight * slack.mean()
         reg_value = penalty.penalty(module) if penalty is not None else None
         total = loss + reg_value if reg_value is not None else loss
@@ -409,8 +429,5 @@ def unlearn(
             total.backward()
             opt.step()
         steps += 1
-        if not cand.parameters_finite():
-            module.eval()
-            return result(detector, False, False, f"parameters became non-finite at step {steps}", steps, history)
     module.eval()
     return result(detector, False, False, reason, steps, history)
