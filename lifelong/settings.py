@@ -117,3 +117,12 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment once."""
     return Settings()
+
+
+def apply_torch_threads(settings: Settings) -> None:
+    """Cap torch's CPU threads at ``settings.torch_threads`` (no-op when unset); every entry point that trains
+    or scores calls this, so a benchmark and a DAG task run under the same setting."""
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)

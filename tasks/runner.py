@@ -37,13 +37,10 @@ def run_step(step: Callable[..., dict], *, fail_fast: type[Exception], **kwargs:
     network faults raise as they are and are retried. This module never imports Airflow itself.
     """
     from lifelong.errors import ConfigError, DataValidationError, LabelError, NotFoundError
-    from lifelong.settings import get_settings
+    from lifelong.settings import apply_torch_threads, get_settings
 
     settings = get_settings()
-    if settings.torch_threads:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
+    apply_torch_threads(settings)
     try:
         return step(settings=settings, **kwargs)
     except (DataValidationError, ConfigError, LabelError, NotFoundError) as exc:

@@ -52,10 +52,12 @@ def bench(
     """Replay a test stream, let the ground truth report every mistake, update, and count FP and FN."""
     from lifelong.bench import BenchOptions, plot_cumulative, run_benchmark
     from lifelong.data import load_preset
+    from lifelong.settings import apply_torch_threads, get_settings
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    apply_torch_threads(get_settings())  # LIFELONG_TORCH_THREADS: figures comparable with the DAG tasks'
     kw: dict = {}
     if dataset == "vectors":
         kw = {"label_column": label_column, "normal_value": normal_value}

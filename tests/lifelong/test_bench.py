@@ -200,13 +200,25 @@ def test_cli_bench_writes_json_and_png(tmp_path: Path, monkeypatch: pytest.Monke
 
     # The command imports load_preset at call time: patch the loader, keep everything else real.
     monkeypatch.setattr(lifelong.data, "load_preset", small_preset)
+    # LIFELONG_TORCH_THREADS applies to the benchmark as to the DAG tasks (figures measured under the same cap).
+    import torch
+
+    from lifelong.settings import get_settings
+
+    threads_before = torch.get_num_threads()
+    monkeypatch.setenv("LIFELONG_TORCH_THREADS", "1")
+    get_settings.cache_clear()
     out = tmp_path / "out" / "x.json"
     result = CliRunner().invoke(
         app,
         ["bench", "--dataset", "synthetic-vec", "--methods", "baseline,unlearn", "--json", str(out), "--epochs", "30"]
         + ["--batch", "10", "--seed", "3"],  # batch 10: a few updates instead of one per mistake (0.6 s vs 6 s)
     )
+    threads_during = torch.get_num_threads()
+    torch.set_num_threads(threads_before)
+    get_settings.cache_clear()
     assert result.exit_code == 0, result.output
+    assert threads_during == 1
     assert calls == [(("synthetic-vec",), {"data": None, "seed": 3})]
     report = json.loads(out.read_text())
     assert report["dataset"] == "synthetic-vec" and list(report["methods"]) == ["baseline", "unlearn"]
