@@ -111,6 +111,32 @@ class ForgettingPenalty:
         return 0.5 * self.lam * total
 
     @torch.no_grad()
+    def value(self, model: nn.Module, *, add_gradient: bool = False) -> float:
+        """The penalty's value at the model's current parameters; with ``add_gradient`` also add its exact
+        gradient lam * w * (theta - theta*) to each parameter's ``.grad``.
+
+        The unlearning loop uses this instead of differentiating :meth:`penalty`: the quadratic's gradient is
+        known in closed form, and leaving it out of the autograd graph saves a forward and backward node per
+        parameter tensor on every step (a fifth of a step on the autoencoder).
+        """
+        if self.mode == "none" or self.lam == 0:
+            return 0.0
+        named = [(n, p) for n, p in model.named_parameters() if n in self.weights]
+        if not named:
+            return 0.0
+        params = [p for _, p in named]
+        diffs = torch._foreach_sub(params, [self.anchor[n] for n, _ in named])
+        weighted = torch._foreach_mul(diffs, [self.weights[n] for n, _ in named])
+        value = 0.5 * self.lam * float(torch.stack([(w * d).sum() for w, d in zip(weighted, diffs, strict=True)]).sum())
+        if add_gradient:
+            for p, w in zip(params, weighted, strict=True):
+                if p.grad is None:
+                    p.grad = self.lam * w
+                else:
+                    p.grad.add_(w, alpha=self.lam)
+        return value
+
+    @torch.no_grad()
     def proximal_step(self, model: nn.Module, lr: float) -> None:
         """Apply the penalty as an exact proximal step after a plain gradient step of size ``lr``.
 

@@ -413,21 +413,18 @@ def unlearn(
             _, r_sign, r_target = rehearsal
             slack = torch.relu(r_sign * (r_target - step_losses[n_lab + n_guard :]))
             loss = loss + cfg.rehearse_weight * slack.mean()
-        reg_value = penalty.penalty(module) if penalty is not None else None
-        total = loss + reg_value if reg_value is not None else loss
-        history.append(float(total.detach()))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        # The penalty is a quadratic with a closed-form gradient: added to .grad, outside the autograd graph.
+        reg_value = penalty.value(module, add_gradient=not proximal) if penalty is not None else 0.0
+        history.append(float(loss.detach()) + reg_value)
         if not math.isfinite(history[-1]):
             module.eval()
             return result(detector, False, False, f"loss became non-finite at step {steps}", steps, history)
-        opt.zero_grad(set_to_none=True)
+        opt.step()
         if proximal:
             # SGD: gradient step on the bounded loss, then the penalty's exact proximal step (stable for any lambda).
-            loss.backward()
-            opt.step()
             penalty.proximal_step(module, lr)
-        else:
-            total.backward()
-            opt.step()
         steps += 1
     module.eval()
     return result(detector, False, False, reason, steps, history)

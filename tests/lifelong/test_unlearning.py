@@ -160,6 +160,12 @@ def test_penalty_is_zero_unchanged_positive_perturbed_and_differentiable() -> No
     value.backward()
     # d/dtheta = lam * w * delta
     np.testing.assert_allclose(model.lin.weight.grad.numpy(), [[3.0 * 2.0 * 0.1, 3.0 * 0.5 * -0.2]], rtol=1e-12)
+    # The closed-form path the unlearning loop takes: the same value, the same gradient added to .grad.
+    model.zero_grad(set_to_none=True)
+    assert pen.value(model, add_gradient=True) == pytest.approx(value.item(), rel=1e-12)
+    np.testing.assert_allclose(model.lin.weight.grad.numpy(), [[3.0 * 2.0 * 0.1, 3.0 * 0.5 * -0.2]], rtol=1e-12)
+    pen.value(model, add_gradient=True)  # accumulates onto an existing gradient, like backward()
+    np.testing.assert_allclose(model.lin.weight.grad.numpy(), [[2 * 3.0 * 2.0 * 0.1, 2 * 3.0 * 0.5 * -0.2]], rtol=1e-12)
     # the anchor is a copy: moving the model does not move it
     assert pen.anchor["lin.weight"][0].tolist() == [0.7, -1.3]
 
@@ -172,7 +178,8 @@ def test_l2_mode_weights_everything_by_one_and_none_mode_is_zero() -> None:
     with torch.no_grad():
         model.lin.weight.copy_(torch.tensor([[1.0, -2.0]], dtype=torch.float64))
     assert l2.penalty(model).item() == pytest.approx(0.5 * 4.0 * (1.0 + 4.0))
-    assert none.penalty(model).item() == 0.0
+    assert l2.value(model) == pytest.approx(0.5 * 4.0 * (1.0 + 4.0))
+    assert none.penalty(model).item() == 0.0 and none.value(model, add_gradient=True) == 0.0
     assert ForgettingPenalty(model, lam=0.0, mode="l2").penalty(model).item() == 0.0
 
 
