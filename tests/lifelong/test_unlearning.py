@@ -419,8 +419,8 @@ def test_autoencoder_fp_and_fn_updates(ae, vec_data) -> None:
 def test_each_detector_kind_gets_its_measured_defaults_and_explicit_options_win(ae, lstm, vec_data) -> None:
     assert config_for(lstm) == UnlearnConfig()
     cfg = config_for(ae)
-    assert (cfg.bnd_factor, cfg.fp_margin, cfg.guard_units, cfg.rehearse_units) == (1.2, 0.5, 128, 256)
-    assert (cfg.optimizer, cfg.lr) == ("adam", 3e-4)
+    assert (cfg.bnd_factor, cfg.fp_margin, cfg.guard_units, cfg.guard_weight) == (1.2, 0.5, 512, 100.0)
+    assert (cfg.rehearse_units, cfg.optimizer, cfg.lr, cfg.max_steps) == (256, "adam", 3e-4, 2000)
     assert config_for(ae, bnd_factor=2.0, lam=7.0).bnd_factor == 2.0
     assert config_for(ae, lam=7.0).lam == 7.0
     # Without a config, an update uses its detector's defaults: an autoencoder's FN bound is 1.2 * tau.
