@@ -20,6 +20,7 @@ import torch
 
 from lifelong.models.base import Detector, take
 from lifelong.unlearning.ewc import ForgettingPenalty, RegularizerMode, fisher_diagonal
+from lifelong.unlearning.flat import FlatParameters
 from lifelong.unlearning.loss import FN_LABEL, FP_LABEL, bounded_unlearning_loss
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class UnlearnConfig:
             ReLU(L(x) - L_before(x)) to the loss, so the update may not make a held-out normal worse than the
             serving model did (rehearsal beside the Fisher penalty, which vanishes at a minimum).
         guard_weight: weight of the guard term (per guard unit, averaged).
+        guard_floor: a guarded row is free to rise up to guard_floor * tau' (0 = not above its score before).
         proximal: with SGD, apply the penalty as an exact proximal step (stable for large lambda).
         max_steps, max_seconds, max_samples: the budget.
         seed: memory-set sampling seed.
@@ -81,6 +83,7 @@ class UnlearnConfig:
     max_heldout_harm: float | None = None
     guard_units: int = 0
     guard_weight: float = 1.0
+    guard_floor: float = 0.0
     proximal: bool = True
     max_steps: int = 300
     max_seconds: float = 60.0
@@ -182,6 +185,16 @@ def _subset(samples: Any, n: int) -> Any:
 
 def _length(samples: Any) -> int:
     return 0 if samples is None else len(samples)
+
+
+def _optimizer(kind: str, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    """The update's optimizer, fused into one kernel where torch has one for these tensors (3x faster per
+    step than the per-tensor loop on a small model, where a step is mostly overhead), else multi-tensor."""
+    opt_cls = torch.optim.SGD if kind == "sgd" else torch.optim.Adam
+    try:
+        return opt_cls(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError):  # a device or dtype without a fused kernel
+        return opt_cls(params, lr=lr, foreach=True)
 
 
 def _rehearsal_units(
@@ -356,7 +369,8 @@ def unlearn(
     guard = _sample_units(heldout, cfg.guard_units, rng) if cfg.guard_units else None
     if guard is not None:
         with torch.no_grad():
-            guard_before = cand.unit_losses(guard).detach()
+            # A held-out row may rise freely up to guard_floor * tau' (0 = never above where it was).
+            guard_before = cand.unit_losses(guard).detach().clamp(min=cfg.guard_floor * cand.loss_threshold)
 
     # Rehearsal: a sample of past mistakes, each held softly on its side of the threshold.
     rehearsal = None
@@ -370,61 +384,69 @@ def unlearn(
     step_units = _cat_units([units, *([guard] if guard is not None else []), *([rehearsal[0]] if rehearsal else [])])
 
     lr = cfg.lr if cfg.lr is not None else cfg.lr_scale * _training_lr(detector)
-    opt_cls = torch.optim.SGD if cfg.optimizer == "sgd" else torch.optim.Adam
-    opt = opt_cls(module.parameters(), lr=lr, foreach=True)
+    # Parameters as views into one buffer: gradient zeroing, optimizer step and penalty gradient are one
+    # tensor operation each. Released (own storage per parameter again) however the loop ends.
+    flat = FlatParameters(module)
+    opt = _optimizer(cfg.optimizer, [flat.param], lr)
     history: list[float] = []
     proximal = penalty is not None and cfg.optimizer == "sgd" and cfg.proximal
 
     module.train()
     steps = 0
     reason = ""
-    while True:
-        step_losses = cand.unit_losses(step_units)
-        losses = step_losses[:n_lab]  # (U,)
-        # Which samples still miss their target (measured before this step's update).
-        with torch.no_grad():
-            worst = np.full(len(target_np), -np.inf)
-            np.maximum.at(worst, owner_np, losses.detach().double().cpu().numpy())
-        done = np.where(is_fn_sample, worst >= target_np, worst <= target_np)
-        if done.all():
-            module.eval()
-            # Checked here rather than after every step: a non-finite weight that touches the loss shows up
-            # as a non-finite loss at the next step (caught below); this catches the rest before acceptance.
-            if not cand.parameters_finite():
-                return result(detector, False, False, f"parameters became non-finite by step {steps}", steps, history)
-            harm = _heldout_harm(detector, cand, validation, cfg)
-            if harm:
-                return result(detector, False, True, f"rejected after {steps} steps: {harm}", steps, history)
-            return result(cand, True, True, f"converged in {steps} steps", steps, history)
-        if steps >= cfg.max_steps:
-            reason = f"budget exhausted: {steps} steps without converging ({int((~done).sum())} sample(s) left)"
-            break
-        if time.perf_counter() - start > cfg.max_seconds:
-            reason = f"budget exhausted: {cfg.max_seconds:g} s without converging ({int((~done).sum())} left)"
-            break
-        # Only samples still short of their target train, averaged per sample: a batch of hundreds of labels
-        # takes steps of the same size as a single label (a plain sum would make the step hundreds of times
-        # larger), and a sample that is done stops pulling the model.
-        active = torch.as_tensor(~done[owner_np], device=losses.device)
-        loss = bounded_unlearning_loss(losses[active], label_t[active], bound) / int((~done).sum())
-        if guard is not None:
-            loss = loss + cfg.guard_weight * torch.relu(step_losses[n_lab : n_lab + n_guard] - guard_before).mean()
-        if rehearsal is not None:
-            _, r_sign, r_target = rehearsal
-            slack = torch.relu(r_sign * (r_target - step_losses[n_lab + n_guard :]))
-            loss = loss + cfg.rehearse_weight * slack.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        # The penalty is a quadratic with a closed-form gradient: added to .grad, outside the autograd graph.
-        reg_value = penalty.value(module, add_gradient=not proximal) if penalty is not None else 0.0
-        history.append(float(loss.detach()) + reg_value)
-        if not math.isfinite(history[-1]):
-            module.eval()
-            return result(detector, False, False, f"loss became non-finite at step {steps}", steps, history)
-        opt.step()
-        if proximal:
-            # SGD: gradient step on the bounded loss, then the penalty's exact proximal step (stable for any lambda).
-            penalty.proximal_step(module, lr)
-        steps += 1
-    module.eval()
-    return result(detector, False, False, reason, steps, history)
+    try:
+        while True:
+            step_losses = cand.unit_losses(step_units)
+            losses = step_losses[:n_lab]  # (U,)
+            # Which samples still miss their target (measured before this step's update).
+            with torch.no_grad():
+                worst = np.full(len(target_np), -np.inf)
+                np.maximum.at(worst, owner_np, losses.detach().double().cpu().numpy())
+            done = np.where(is_fn_sample, worst >= target_np, worst <= target_np)
+            if done.all():
+                module.eval()
+                # Checked here rather than after every step: a non-finite weight that touches the loss shows
+                # up as a non-finite loss at the next step (caught below); this catches the rest.
+                if not cand.parameters_finite():
+                    return result(
+                        detector, False, False, f"parameters became non-finite by step {steps}", steps, history
+                    )
+                harm = _heldout_harm(detector, cand, validation, cfg)
+                if harm:
+                    return result(detector, False, True, f"rejected after {steps} steps: {harm}", steps, history)
+                return result(cand, True, True, f"converged in {steps} steps", steps, history)
+            if steps >= cfg.max_steps:
+                reason = f"budget exhausted: {steps} steps without converging ({int((~done).sum())} sample(s) left)"
+                break
+            if time.perf_counter() - start > cfg.max_seconds:
+                reason = f"budget exhausted: {cfg.max_seconds:g} s without converging ({int((~done).sum())} left)"
+                break
+            # Only samples still short of their target train, averaged per sample: a batch of hundreds of labels
+            # takes steps of the same size as a single label (a plain sum would make the step hundreds of times
+            # larger), and a sample that is done stops pulling the model.
+            active = torch.as_tensor(~done[owner_np], device=losses.device)
+            loss = bounded_unlearning_loss(losses[active], label_t[active], bound) / int((~done).sum())
+            if guard is not None:
+                loss = loss + cfg.guard_weight * torch.relu(step_losses[n_lab : n_lab + n_guard] - guard_before).mean()
+            if rehearsal is not None:
+                _, r_sign, r_target = rehearsal
+                slack = torch.relu(r_sign * (r_target - step_losses[n_lab + n_guard :]))
+                loss = loss + cfg.rehearse_weight * slack.mean()
+            flat.zero_grad()
+            loss.backward()
+            # The penalty is a quadratic with a closed-form gradient: added to .grad, outside autograd.
+            reg_value = penalty.value(flat, add_gradient=not proximal) if penalty is not None else 0.0
+            history.append(float(loss.detach()) + reg_value)
+            if not math.isfinite(history[-1]):
+                module.eval()
+                return result(detector, False, False, f"loss became non-finite at step {steps}", steps, history)
+            opt.step()
+            if proximal:
+                # SGD: gradient step on the bounded loss, then the penalty's exact proximal step (stable for
+                # any lambda).
+                penalty.proximal_step(module, lr)
+            steps += 1
+        module.eval()
+        return result(detector, False, False, reason, steps, history)
+    finally:
+        flat.release()

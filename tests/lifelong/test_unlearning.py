@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from lifelong.data import synthetic_sequences, synthetic_vectors
@@ -23,6 +26,7 @@ from lifelong.unlearning import (
     fisher_diagonal,
     unlearn,
 )
+from lifelong.unlearning.flat import FlatParameters
 
 # torch.func has no batching rule for the CPU LSTM kernel and says so on every Fisher pass; it is only slower.
 pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
@@ -161,11 +165,12 @@ def test_penalty_is_zero_unchanged_positive_perturbed_and_differentiable() -> No
     # d/dtheta = lam * w * delta
     np.testing.assert_allclose(model.lin.weight.grad.numpy(), [[3.0 * 2.0 * 0.1, 3.0 * 0.5 * -0.2]], rtol=1e-12)
     # The closed-form path the unlearning loop takes: the same value, the same gradient added to .grad.
-    model.zero_grad(set_to_none=True)
-    assert pen.value(model, add_gradient=True) == pytest.approx(value.item(), rel=1e-12)
+    flat = FlatParameters(model)
+    assert pen.value(flat, add_gradient=True) == pytest.approx(value.item(), rel=1e-12)
     np.testing.assert_allclose(model.lin.weight.grad.numpy(), [[3.0 * 2.0 * 0.1, 3.0 * 0.5 * -0.2]], rtol=1e-12)
-    pen.value(model, add_gradient=True)  # accumulates onto an existing gradient, like backward()
-    np.testing.assert_allclose(model.lin.weight.grad.numpy(), [[2 * 3.0 * 2.0 * 0.1, 2 * 3.0 * 0.5 * -0.2]], rtol=1e-12)
+    pen.value(flat, add_gradient=True)  # accumulates onto an existing gradient, like backward()
+    np.testing.assert_allclose(flat.param.grad.numpy(), [2 * 3.0 * 2.0 * 0.1, 2 * 3.0 * 0.5 * -0.2], rtol=1e-12)
+    flat.release()
     # the anchor is a copy: moving the model does not move it
     assert pen.anchor["lin.weight"][0].tolist() == [0.7, -1.3]
 
@@ -178,8 +183,42 @@ def test_l2_mode_weights_everything_by_one_and_none_mode_is_zero() -> None:
     with torch.no_grad():
         model.lin.weight.copy_(torch.tensor([[1.0, -2.0]], dtype=torch.float64))
     assert l2.penalty(model).item() == pytest.approx(0.5 * 4.0 * (1.0 + 4.0))
-    assert l2.value(model) == pytest.approx(0.5 * 4.0 * (1.0 + 4.0))
-    assert none.penalty(model).item() == 0.0 and none.value(model, add_gradient=True) == 0.0
+    flat = FlatParameters(model)
+    assert l2.value(flat) == pytest.approx(0.5 * 4.0 * (1.0 + 4.0))
+    assert none.penalty(model).item() == 0.0 and none.value(flat, add_gradient=True) == 0.0
+    assert flat.param.grad.abs().sum().item() == 0.0  # value() without add_gradient leaves .grad alone
+
+
+def test_flat_parameters_train_like_the_module_and_release_own_storage(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    model = copy.deepcopy(ref)
+    flat = FlatParameters(model)
+    assert flat.param.numel() == sum(p.numel() for p in ref.parameters()) == 21
+    x = torch.randn(8, 3)
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=0.1)
+    opt = torch.optim.Adam([flat.param], lr=0.1)
+    for _ in range(3):  # the same steps through the flat buffer as through the per-tensor parameters
+        ref_opt.zero_grad()
+        ref(x).pow(2).mean().backward()
+        ref_opt.step()
+        flat.zero_grad()
+        model(x).pow(2).mean().backward()
+        opt.step()
+    for a, b in zip(ref.parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    flat.zero_grad()
+    assert all(p.grad.abs().sum() == 0 for p in model.parameters())
+    # A weight missing from a mapping is filled, or named.
+    assert flat.flatten({"0.weight": torch.ones(4, 3)}, missing=0.0).sum().item() == 12.0
+    with pytest.raises(KeyError, match="0.bias"):
+        flat.flatten({"0.weight": torch.ones(4, 3)})
+    flat.release()
+    buffer = flat.param.data.untyped_storage().data_ptr()
+    assert all(p.grad is None and p.untyped_storage().data_ptr() != buffer for p in model.parameters())
+    save_file({n: p.detach() for n, p in model.named_parameters()}, tmp_path / "w.safetensors")  # no shared memory
+    with pytest.raises(ValueError, match="mixed dtype"):
+        FlatParameters(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2).double()))
     assert ForgettingPenalty(model, lam=0.0, mode="l2").penalty(model).item() == 0.0
 
 
