@@ -36,7 +36,10 @@ def bench(
     epochs: Annotated[int | None, typer.Option(help="Training epochs of the base model.")] = None,
     retrain_every: Annotated[int, typer.Option(help="Reports between retrains of the retrain method.")] = 200,
     lam: Annotated[float | None, typer.Option(help="lambda of the forgetting penalty.")] = None,
-    lr_scale: Annotated[float | None, typer.Option(help="Unlearning LR as a share of the training LR.")] = None,
+    lr_scale: Annotated[
+        float | None,
+        typer.Option(help="Unlearning LR as a share of the training LR (replaces the kind's explicit LR)."),
+    ] = None,
     bnd_factor: Annotated[float | None, typer.Option(help="BND = factor * tau'.")] = None,
     fn_units: Annotated[str | None, typer.Option(help="FN windows to unlearn: max, topk or all.")] = None,
     fp_margin: Annotated[float | None, typer.Option(help="An FP is relearnt at score <= margin * tau'.")] = None,
@@ -44,6 +47,9 @@ def bench(
         int | None, typer.Option(help="Held-out normal units guarded against getting worse (0 = off).")
     ] = None,
     guard_weight: Annotated[float | None, typer.Option(help="Weight of the no-harm guard.")] = None,
+    guard_floor: Annotated[
+        float | None, typer.Option(help="A guarded row may rise freely up to this share of tau'.")
+    ] = None,
     label_column: Annotated[str | None, typer.Option(help="vectors: label column (default: last).")] = None,
     normal_value: Annotated[str, typer.Option(help="vectors: the label value that means normal.")] = "0",
     train_normal: Annotated[int | None, typer.Option(help="vectors: first N normal rows train the model.")] = None,
@@ -72,7 +78,11 @@ def bench(
         "fp_margin": fp_margin,
         "guard_units": guard_units,
         "guard_weight": guard_weight,
+        "guard_floor": guard_floor,
     }
+    unlearn_options = {k: v for k, v in overrides.items() if v is not None}
+    if lr_scale is not None:  # a share of the training LR only applies without an explicit LR
+        unlearn_options["lr"] = None
     opts = BenchOptions(
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         batch=batch,
@@ -81,7 +91,7 @@ def bench(
         tp=tp,
         mode=mode,
         epochs=epochs,
-        unlearn_options={k: v for k, v in overrides.items() if v is not None},
+        unlearn_options=unlearn_options,
     )
     n = len(ds.stream_labels)
     console.print(

@@ -97,8 +97,8 @@ class UnlearnConfig:
             raise ValueError(f"fn_units must be 'all', 'max' or 'topk', got {self.fn_units!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if min(self.guard_units, self.guard_weight, self.rehearse_units, self.rehearse_weight) < 0:
-            raise ValueError("guard_units, guard_weight, rehearse_units and rehearse_weight must be >= 0")
+        if min(self.guard_units, self.guard_weight, self.guard_floor, self.rehearse_units, self.rehearse_weight) < 0:
+            raise ValueError("guard_units, guard_weight, guard_floor, rehearse_units and rehearse_weight must be >= 0")
         if self.max_heldout_harm is not None and not 0 <= self.max_heldout_harm <= 1:
             raise ValueError(f"max_heldout_harm must be in [0, 1] or None, got {self.max_heldout_harm}")
         if self.max_steps < 1 or self.max_seconds <= 0 or self.max_samples < 1:

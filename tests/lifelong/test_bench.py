@@ -212,7 +212,8 @@ def test_cli_bench_writes_json_and_png(tmp_path: Path, monkeypatch: pytest.Monke
     result = CliRunner().invoke(
         app,
         ["bench", "--dataset", "synthetic-vec", "--methods", "baseline,unlearn", "--json", str(out), "--epochs", "30"]
-        + ["--batch", "10", "--seed", "3"],  # batch 10: a few updates instead of one per mistake (0.6 s vs 6 s)
+        + ["--batch", "10", "--seed", "3"]  # batch 10: a few updates instead of one per mistake (0.6 s vs 6 s)
+        + ["--lr-scale", "0.05", "--guard-floor", "0.2"],
     )
     threads_during = torch.get_num_threads()
     torch.set_num_threads(threads_before)
@@ -225,6 +226,10 @@ def test_cli_bench_writes_json_and_png(tmp_path: Path, monkeypatch: pytest.Monke
     assert report["n_test_normal"] + report["n_test_abnormal"] == 200
     assert report["detector"]["kind"] == "autoencoder" and report["detector"]["epochs"] == 30
     assert (report["batch"], report["seed"]) == (10, 3)
+    # --lr-scale replaces the kind's explicit learning rate (it would be a no-op beside it); other kind
+    # defaults stay.
+    ucfg = report["unlearn_config"]
+    assert (ucfg["lr"], ucfg["lr_scale"], ucfg["guard_floor"], ucfg["guard_weight"]) == (None, 0.05, 0.2, 100.0)
     assert out.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
     assert "wrote" in result.output
 

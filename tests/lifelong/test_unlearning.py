@@ -475,16 +475,19 @@ def test_no_harm_guard_keeps_held_out_normals_from_getting_worse(ae, vec_data) -
     assert len(fn) == 1
     before = ae.sample_scores(vec_data.validation)
     rise = {}
-    for units in (0, len(vec_data.validation)):
+    n_val = len(vec_data.validation)
+    for units, floor in ((0, 0.0), (n_val, 0.0), (n_val, 1.0)):
         cfg = UnlearnConfig(
-            bnd_factor=2.0, regularizer="none", guard_units=units, guard_weight=10.0, max_steps=300, seed=0
+            bnd_factor=2.0, regularizer="none", guard_units=units, guard_weight=10.0, guard_floor=floor, seed=0
         )
         res = unlearn(ae, false_negatives=fn, validation=vec_data.validation, config=cfg)
         assert res.updated, res.reason
         assert (res.detector.sample_scores(fn) >= res.bound).all()
-        rise[units] = float(np.mean(np.maximum(res.detector.sample_scores(vec_data.validation) - before, 0)))
-    assert rise[0] > 0
-    assert rise[len(vec_data.validation)] < 0.3 * rise[0], rise
+        rise[units, floor] = float(np.mean(np.maximum(res.detector.sample_scores(vec_data.validation) - before, 0)))
+    assert rise[0, 0.0] > 0
+    assert rise[n_val, 0.0] < 0.3 * rise[0, 0.0], rise
+    # guard_floor=1: a guarded row is free to rise up to tau', so the guard holds far less.
+    assert rise[n_val, 1.0] > 2 * rise[n_val, 0.0], rise
 
 
 def test_unlearn_config_validation() -> None:
@@ -498,6 +501,8 @@ def test_unlearn_config_validation() -> None:
         UnlearnConfig(max_steps=0)
     with pytest.raises(ValueError, match="guard"):
         UnlearnConfig(guard_units=-1)
+    with pytest.raises(ValueError, match="guard_floor"):
+        UnlearnConfig(guard_floor=-0.5)
 
 
 def test_rehearsal_keeps_a_past_correction_that_the_next_update_would_undo(ae, vec_data) -> None:
