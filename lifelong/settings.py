@@ -51,7 +51,12 @@ class Settings(BaseSettings):
     min_errors: int = Field(5, ge=1, description="Pending labels needed before a scheduled unlearning run works.")
 
     # Unlearning budget (per run).
-    max_steps: int = Field(300, ge=1, description="Most optimiser steps of one bounded update (per chunk).")
+    max_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Most optimiser steps of one bounded update (per chunk); default: the detector kind's "
+        "measured budget (LSTM 300, autoencoder 2000, whose small guarded steps need more of them).",
+    )
     max_seconds: float = Field(300.0, gt=0, description="Most seconds one unlearning run may take.")
     max_samples: int = Field(2000, ge=1, description="Most labelled samples one unlearning run may use.")
     unlearn_chunk: int = Field(

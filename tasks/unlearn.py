@@ -134,12 +134,13 @@ def run_unlearning(
         past = store.past_labels(settings.stream)
     fps, fns = _split(mine)
     chunk = chunk or settings.unlearn_chunk
-    options = {
-        "max_steps": max_steps or settings.max_steps,
+    options: dict[str, Any] = {
         "max_seconds": max_seconds or settings.max_seconds,
         "max_samples": settings.max_samples,
         "seed": settings.seed,
     }
+    if max_steps or settings.max_steps:  # else the detector kind's own budget (config_for)
+        options["max_steps"] = max_steps or settings.max_steps
     if lam is not None:
         options["lam"] = lam
     if lr is not None:

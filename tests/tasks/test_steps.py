@@ -358,7 +358,9 @@ def test_normal_unlearning_run_is_promoted(copy: Settings, world: World) -> None
     assert {c["name"] for c in manifest["verdict"]["checks"]} == {"forgetting", "fix_rate", "no_regression", "numerics"}
     # The effective unlearning options are audited, the detector kind's defaults included.
     assert manifest["unlearning"]["unlearn_config"]["bnd_factor"] == 2.0
-    assert manifest["unlearning"]["unlearn_config"]["max_steps"] == manifest["unlearning"]["options"]["max_steps"]
+    # No LIFELONG_MAX_STEPS, no param: the budget is the detector kind's own (the LSTM's 300).
+    assert "max_steps" not in manifest["unlearning"]["options"]
+    assert manifest["unlearning"]["unlearn_config"]["max_steps"] == 300
     metrics = manifest["metrics"]
     assert metrics["n_new_labels"] == world.n_fp_labels and metrics["fix_rate"] >= copy.gate_min_fix_rate
     assert metrics["fp_rate_candidate"] <= metrics["fp_rate_production"] + copy.gate_fp_tolerance
