@@ -441,7 +441,8 @@ def test_compose_settings_validate(services: dict[str, Any], monkeypatch: pytest
     assert settings.s3_endpoint_url == "http://minio:9000"
     assert settings.scoring_schedule == "0 * * * *"
     assert settings.unlearning_schedule == "0 2 * * *"
-    assert (settings.min_errors, settings.max_steps, settings.max_samples) == (5, 200, 2000)
+    # No step cap: each detector kind keeps its measured budget.
+    assert (settings.min_errors, settings.max_steps, settings.max_samples) == (5, None, 2000)
     assert settings.gate_min_fix_rate == pytest.approx(0.8)
     assert settings.device == "cuda"
 
