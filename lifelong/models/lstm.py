@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -94,10 +94,6 @@ class DeepLogDetector(Detector):
     """Zero-positive next-event detector for event-key sessions."""
 
     kind = "lstm"
-    # Measured on synthetic-seq seeds 0-2 (README): a no-harm guard over 256 held-out windows at weight 30
-    # keeps relearning one flagged normal session from flagging others (normal-session FPs 57-62 -> 36-46);
-    # cut vs baseline 71-76% -> 77-80%. Everything else: UnlearnConfig's defaults (SGD 1e-2, BND 2*tau').
-    unlearn_defaults: ClassVar[dict[str, Any]] = {"guard_units": 256, "guard_weight": 30.0}
 
     def __init__(self, config: LSTMConfig | None = None, device: str | None = None, **overrides: Any) -> None:
         self.config = config or LSTMConfig(**overrides)
@@ -174,7 +170,9 @@ class DeepLogDetector(Detector):
         self._train_windows(win.x, win.y, counts, self.config.epochs, self.config.lr)
         return self
 
-    def _train_windows(self, x: np.ndarray, y: np.ndarray, weight: np.ndarray, epochs: int, lr: float) -> None:
+    def _train_windows(
+        self, x: np.ndarray, y: np.ndarray, weight: np.ndarray, epochs: int, lr: float
+    ) -> None:
         # Minibatches are drawn from the unique windows in proportion to how often each occurs: the same
         # objective and number of steps as training on every window, without materialising repetitive logs.
         gen = torch.Generator().manual_seed(self.config.seed)
