@@ -139,8 +139,9 @@ def run_unlearning(
         "max_samples": settings.max_samples,
         "seed": settings.seed,
     }
-    if max_steps or settings.max_steps:  # else the detector kind's own budget (config_for)
-        options["max_steps"] = max_steps or settings.max_steps
+    step_cap = max_steps or settings.max_steps
+    if step_cap:  # else the detector kind's own budget (config_for)
+        options["max_steps"] = step_cap
     if lam is not None:
         options["lam"] = lam
     if lr is not None:
