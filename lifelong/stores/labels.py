@@ -24,6 +24,7 @@ import logging
 import math
 import numbers
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -505,6 +506,30 @@ def _sqlite_path(url: URL) -> Path | None:
     return Path(database)
 
 
+def _enable_wal(cursor: Any, timeout_s: float) -> None:
+    """Put a SQLite file in WAL mode, waiting out another process that is doing the same.
+
+    Switching the journal mode needs an exclusive lock and SQLite answers "database is locked" at once, without
+    its busy handler, when another connection holds one (two pipeline steps opening a fresh store together).
+    The mode is stored in the file, so once any process has set it the first check returns and nothing waits.
+    """
+    import sqlite3
+
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
+
+
 def _create_engine(url: URL, schema: str | None) -> Engine:
     if url.get_backend_name() == "sqlite":
         memory = _sqlite_path(url) is None
@@ -524,7 +549,7 @@ def _create_engine(url: URL, schema: str | None) -> Engine:
             cursor.execute("PRAGMA foreign_keys = ON")
             if not memory:
                 # WAL lets readers (the CLI) run while a pipeline step writes.
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _enable_wal(cursor, timeout_s=30.0)
             cursor.close()
 
         @event.listens_for(engine, "begin")

@@ -512,6 +512,28 @@ def test_two_processes_open_a_fresh_database_at_once(label_db: Any) -> None:
         assert store.list_labels() == []
 
 
+def test_sqlite_store_waits_for_a_writer_before_switching_to_wal(tmp_path: Any) -> None:
+    # SQLite answers a journal-mode change with "database is locked" at once (no busy handler) while another
+    # connection holds the write (RESERVED) lock: the store must wait for it, not fail (CI saw this race
+    # when two processes opened a fresh store together).
+    import sqlite3
+    import threading
+
+    path = tmp_path / "labels.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE busy (x)")
+    release = threading.Timer(0.5, lambda: holder.execute("COMMIT"))
+    release.start()
+    try:
+        with LabelStore(f"sqlite:///{path}") as store:
+            assert store.list_labels() == []
+    finally:
+        release.join()
+        holder.close()
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 # -- no database needed ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("url", "schema", "message"),
