@@ -101,7 +101,15 @@ def _unlearn_in_chunks(
         )
         steps += res.steps
         history += res.loss_history
-        chunks.append({"labels": len(part), "updated": res.updated, "steps": res.steps, "reason": res.reason})
+        chunks.append(
+            {
+                "labels": len(part),
+                "updated": res.updated,
+                "steps": res.steps,
+                "indistinguishable": res.indistinguishable,
+                "reason": res.reason,
+            }
+        )
         if res.updated:
             current = res.detector
         # Whatever happened, these labels are now "past" for the next chunk's memory set.
@@ -109,6 +117,9 @@ def _unlearn_in_chunks(
     n_ok = sum(1 for c in chunks if c["updated"])
     updated = current is not detector
     reason = f"{n_ok} of {len(chunks)} chunk(s) converged" if chunks else "nothing to unlearn"
+    skipped = sum(c.get("indistinguishable", 0) for c in chunks)
+    if skipped:
+        reason += f"; {skipped} missed anomal(ies) skipped: every unit also occurs in known-normal data"
     return ChunkedResult(
         current, updated, n_ok == len(chunks), reason, steps, time.perf_counter() - start, history, chunks
     )

@@ -144,3 +144,21 @@ def take(samples: Any, idx: Sequence[int] | Any) -> Any:
         return samples.iloc[np.asarray(idx, dtype=int)]
     seq = samples if isinstance(samples, list) else list(samples)
     return [seq[int(i)] for i in idx]
+
+
+def unit_keys(units: tuple[torch.Tensor, ...]) -> list[bytes]:
+    """One key per unit, its exact contents: equal keys are inputs a model cannot tell apart."""
+    cols = [np.ascontiguousarray(u.detach().cpu().numpy().reshape(u.shape[0], -1)) for u in units]
+    rows = np.ascontiguousarray(np.hstack([c.view(np.uint8).reshape(c.shape[0], -1) for c in cols]))
+    return [row.tobytes() for row in rows]
+
+
+def distinct_units(units: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """``units`` without repeats (first occurrence kept, order preserved)."""
+    first: dict[bytes, int] = {}
+    for i, key in enumerate(unit_keys(units)):
+        first.setdefault(key, i)
+    if len(first) == units[0].shape[0]:
+        return units
+    idx = torch.as_tensor(list(first.values()), device=units[0].device)
+    return tuple(u[idx] for u in units)

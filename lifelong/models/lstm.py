@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -94,6 +94,15 @@ class DeepLogDetector(Detector):
     """Zero-positive next-event detector for event-key sessions."""
 
     kind = "lstm"
+    # Measured on synthetic-seq (seeds 0-2), HDFS and the pipeline demo (README): the paper's SGD at 1e-2 with
+    # a strict no-harm guard. An FN push generalises to similar normal windows (read_block -> compress inside a
+    # read loop also flags the archive path, where the pair is normal), and SGD reaches BND within a few steps,
+    # before a soft guard acts; a strict one holds every held-out window the serving model decides normal.
+    unlearn_defaults: ClassVar[dict[str, Any]] = {
+        "guard_units": 256,
+        "guard_weight": 30.0,
+        "guard_strict": True,
+    }
 
     def __init__(self, config: LSTMConfig | None = None, device: str | None = None, **overrides: Any) -> None:
         self.config = config or LSTMConfig(**overrides)

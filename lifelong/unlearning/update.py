@@ -18,9 +18,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from lifelong.models.base import Detector, take
+from lifelong.models.base import Detector, take, unit_keys
 from lifelong.unlearning.ewc import ForgettingPenalty, RegularizerMode, fisher_diagonal
 from lifelong.unlearning.flat import FlatParameters
+from lifelong.unlearning.guard import NoHarmGuard
 from lifelong.unlearning.loss import FN_LABEL, FP_LABEL, bounded_unlearning_loss
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,11 @@ class UnlearnConfig:
         fn_units: which units of a false-negative sample are pushed away: 'max' (the least likely one),
             'topk' (the k least likely), or 'all'. Irrelevant for vectors (one unit per sample).
         fn_k: k for 'topk'.
+        fn_skip_normal_units: never push a false negative's unit that is identical to a unit of known-normal
+            data (the held-out normals, this update's and past false positives): the model cannot score the
+            same input two ways, so pushing it flags that normal data too. The FN's next-worst distinct unit is
+            pushed instead; an FN with none left is skipped and counted as ``indistinguishable`` (on event
+            sessions: a loop run far longer than normal, whose every window also occurs in normal sessions).
         rehearse_units: past labelled mistakes sampled per update into the loss as soft constraints (0 = off):
             a past false positive adds ReLU(L(x) - fp_margin * tau'), a past false negative ReLU(tau' - L(x)),
             so an update does not undo earlier corrections. Soft: they never block convergence (as hard
@@ -62,6 +68,8 @@ class UnlearnConfig:
             serving model did (rehearsal beside the Fisher penalty, which vanishes at a minimum).
         guard_weight: weight of the guard term (per guard unit, averaged).
         guard_floor: a guarded row is free to rise up to guard_floor * tau' (0 = not above its score before).
+        guard_strict: the update converges only once no guarded unit that was normal (<= tau') is abnormal:
+            the soft guard alone cannot act when large steps reach the targets within a few steps.
         proximal: with SGD, apply the penalty as an exact proximal step (stable for large lambda).
         max_steps, max_seconds, max_samples: the budget.
         seed: memory-set sampling seed.
@@ -78,12 +86,14 @@ class UnlearnConfig:
     past_units: int = 64
     fn_units: FnUnits = "max"
     fn_k: int = 3
+    fn_skip_normal_units: bool = True
     rehearse_units: int = 0
     rehearse_weight: float = 1.0
     max_heldout_harm: float | None = None
     guard_units: int = 0
     guard_weight: float = 1.0
     guard_floor: float = 0.0
+    guard_strict: bool = False
     proximal: bool = True
     max_steps: int = 300
     max_seconds: float = 60.0
@@ -125,6 +135,7 @@ class UnlearnResult:
     n_fp: int = 0
     n_fn: int = 0
     deferred: int = 0
+    indistinguishable: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -137,6 +148,7 @@ class UnlearnResult:
             "n_fp": self.n_fp,
             "n_fn": self.n_fn,
             "deferred": self.deferred,
+            "indistinguishable": self.indistinguishable,
             "final_loss": self.loss_history[-1] if self.loss_history else None,
         }
 
@@ -146,9 +158,18 @@ def _training_lr(det: Detector) -> float:
 
 
 def _select_fn_units(
-    det: Detector, units: tuple[torch.Tensor, ...], owner: np.ndarray, mode: FnUnits, k: int
+    det: Detector,
+    units: tuple[torch.Tensor, ...],
+    owner: np.ndarray,
+    mode: FnUnits,
+    k: int,
+    normal_keys: set[bytes] | None = None,
 ) -> tuple[tuple[torch.Tensor, ...], np.ndarray]:
-    """Keep, per FN sample, the unit(s) the model finds least likely (highest loss)."""
+    """Keep, per FN sample, the unit(s) the model finds least likely (highest loss), never one identical to a
+    unit in ``normal_keys``. A sample whose every unit is known-normal keeps none."""
+    if normal_keys and len(owner):
+        distinct = torch.as_tensor([key not in normal_keys for key in unit_keys(units)], device=units[0].device)
+        units, owner = tuple(u[distinct] for u in units), owner[distinct.cpu().numpy()]
     if mode == "all" or len(owner) == 0:
         return units, owner
     with torch.no_grad():
@@ -198,7 +219,12 @@ def _optimizer(kind: str, params: list[torch.Tensor], lr: float) -> torch.optim.
 
 
 def _rehearsal_units(
-    det: Detector, past_fp: Any, past_fn: Any, cfg: UnlearnConfig, rng: np.random.Generator
+    det: Detector,
+    past_fp: Any,
+    past_fn: Any,
+    cfg: UnlearnConfig,
+    rng: np.random.Generator,
+    normal_keys: set[bytes] | None = None,
 ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor] | None:
     """Up to ``cfg.rehearse_units`` units of past mistakes: (units, sign, target) with sign +1 for a past
     FN (keep L >= tau') and -1 for a past FP (keep L <= fp_margin * tau').
@@ -220,7 +246,7 @@ def _rehearsal_units(
             continue
         unit_t, owner = det.units(take(samples, idx))
         if sign == FN_LABEL:  # the same units an FN update pushes
-            unit_t, owner = _select_fn_units(det, unit_t, owner, cfg.fn_units, cfg.fn_k)
+            unit_t, owner = _select_fn_units(det, unit_t, owner, cfg.fn_units, cfg.fn_k, normal_keys)
         n = int(unit_t[0].shape[0])
         if n == 0:
             continue
@@ -236,6 +262,12 @@ def _rehearsal_units(
         idx = torch.as_tensor(np.sort(rng.choice(total, size=cfg.rehearse_units, replace=False)), device=sign_t.device)
         units, sign_t, target_t = tuple(u[idx] for u in units), sign_t[idx], target_t[idx]
     return units, sign_t, target_t
+
+
+def _left(done: np.ndarray, crossed: int) -> str:
+    """What an update that ran out of budget still lacked, for its reason."""
+    left = f"{int((~done).sum())} sample(s) left"
+    return left + (f", {crossed} guarded normal unit(s) over tau'" if crossed else "")
 
 
 def _heldout_harm(before: Detector, after: Detector, validation: Any, cfg: UnlearnConfig) -> str:
@@ -286,6 +318,7 @@ def unlearn(
         false_positives = _subset(false_positives, n_fp) if n_fp else None
         false_negatives = _subset(false_negatives, n_fn) if n_fn else None
     bound = cfg.bnd_factor * detector.loss_threshold
+    indistinguishable = 0  # missed anomalies with no unit unlike known-normal data (skipped)
 
     def result(det: Detector, updated: bool, converged: bool, reason: str, steps: int, hist: list[float]):
         return UnlearnResult(
@@ -300,6 +333,7 @@ def unlearn(
             n_fp,
             n_fn,
             deferred,
+            indistinguishable,
         )
 
     if n_fp + n_fn == 0:
@@ -310,6 +344,21 @@ def unlearn(
     cand = detector.clone()
     module = cand.module_
 
+    # Held-out normal units, encoded once for every use below (the Fisher memory set, the guard, and the
+    # known-normal units a false negative may not be pushed through); past mistakes likewise.
+    skip_normal = cfg.fn_skip_normal_units and n_fn > 0
+    uses_heldout = (cfg.regularizer == "fisher" and cfg.lam > 0) or cfg.guard_units > 0 or skip_normal
+    heldout = cand.units(validation)[0] if uses_heldout and _length(validation) else None
+    uses_past = (cfg.regularizer == "fisher" and cfg.lam > 0) or skip_normal
+    past_fp_units = cand.units(past_false_positives)[0] if uses_past and _length(past_false_positives) else None
+    past_fn_units = cand.units(past_false_negatives)[0] if uses_past and _length(past_false_negatives) else None
+    fp_units = cand.units(false_positives)[0] if n_fp else None
+    normal_keys: set[bytes] = set()
+    if skip_normal:
+        for known_normal in (heldout, past_fp_units, fp_units):
+            if known_normal is not None:
+                normal_keys.update(unit_keys(known_normal))
+
     # Units to unlearn now, with their labels (+1 FN, -1 FP), the sample each belongs to, and per sample the
     # loss it must reach: an FN's largest unit loss >= BND, an FP's largest <= fp_margin * tau'.
     tau = detector.loss_threshold
@@ -319,9 +368,11 @@ def unlearn(
     targets: list[float] = []
 
     def add(samples: Any, kind: float, target: float, select: bool) -> None:
+        nonlocal indistinguishable
         unit_t, owner = cand.units(samples)
         if select:
-            unit_t, owner = _select_fn_units(cand, unit_t, owner, cfg.fn_units, cfg.fn_k)
+            unit_t, owner = _select_fn_units(cand, unit_t, owner, cfg.fn_units, cfg.fn_k, normal_keys)
+            indistinguishable = _length(samples) - len(np.unique(owner))
         if unit_t[0].shape[0] == 0:
             return
         _, local = np.unique(owner, return_inverse=True)
@@ -336,7 +387,13 @@ def unlearn(
         add(false_negatives, FN_LABEL, bound, True)
     units = _cat_units(parts)
     if units is None:
-        return result(detector, False, True, "the labelled samples have no usable units", 0, [])
+        why = "the labelled samples have no usable units"
+        if indistinguishable:
+            why = (
+                f"nothing to unlearn: every unit of the {indistinguishable} missed anomal(ies) also occurs in "
+                "known-normal data, so no update can flag them without flagging that data"
+            )
+        return result(detector, False, True, why, 0, [])
     label_np = np.concatenate(labels)
     label_t = torch.as_tensor(label_np, dtype=torch.float32, device=units[0].device)
     owner_np = np.concatenate(owners)
@@ -344,18 +401,13 @@ def unlearn(
     is_fn_sample = np.zeros(len(target_np), dtype=bool)
     is_fn_sample[owner_np[label_np == FN_LABEL]] = True
 
-    # Held-out normal units, encoded once for both uses below (the Fisher memory set and the guard).
-    uses_heldout = (cfg.regularizer == "fisher" and cfg.lam > 0) or cfg.guard_units > 0
-    heldout = cand.units(validation)[0] if uses_heldout and _length(validation) else None
-
     # Memory set M_t: held-out normals + past mistakes, sampled afresh for this update (Eq. 20).
     penalty = None
     if cfg.regularizer != "none" and cfg.lam > 0:
         fisher = None
         if cfg.regularizer == "fisher":
             mem_parts = [_sample_units(heldout, cfg.memory_units, rng)]
-            past = [p for p in (past_false_positives, past_false_negatives) if _length(p)]
-            past_units = _cat_units([cand.units(p)[0] for p in past])
+            past_units = _cat_units([p for p in (past_fp_units, past_fn_units) if p is not None])
             mem_parts.append(_sample_units(past_units, cfg.past_units, rng))
             memory = _cat_units([m for m in mem_parts if m is not None])
             fisher = (
@@ -366,22 +418,32 @@ def unlearn(
         penalty = ForgettingPenalty(module, cfg.lam, cfg.regularizer, fisher)
 
     # No-harm guard: held-out normals may not get worse than under the serving model.
-    guard = _sample_units(heldout, cfg.guard_units, rng) if cfg.guard_units else None
-    if guard is not None:
-        with torch.no_grad():
-            # A held-out row may rise freely up to guard_floor * tau' (0 = never above where it was).
-            guard_before = cand.unit_losses(guard).detach().clamp(min=cfg.guard_floor * cand.loss_threshold)
+    guard = None
+    if cfg.guard_units and heldout is not None and heldout[0].shape[0]:
+        guard = NoHarmGuard.sample(
+            cand,
+            heldout,
+            cfg.guard_units,
+            rng,
+            weight=cfg.guard_weight,
+            floor=cfg.guard_floor,
+            strict=cfg.guard_strict,
+        )
 
     # Rehearsal: a sample of past mistakes, each held softly on its side of the threshold.
     rehearsal = None
     if cfg.rehearse_units:
-        rehearsal = _rehearsal_units(cand, past_false_positives, past_false_negatives, cfg, rng)
+        rehearsal = _rehearsal_units(cand, past_false_positives, past_false_negatives, cfg, rng, normal_keys)
 
     # One forward pass per step over everything the loss looks at (labelled units, guard, rehearsal): on a
     # small model the per-call overhead, not the arithmetic, is what a step costs.
     n_lab = int(units[0].shape[0])
-    n_guard = int(guard[0].shape[0]) if guard is not None else 0
-    step_units = _cat_units([units, *([guard] if guard is not None else []), *([rehearsal[0]] if rehearsal else [])])
+
+    def fused_units() -> tuple[tuple[torch.Tensor, ...], int]:
+        guarded = [guard.units] if guard is not None else []
+        return _cat_units([units, *guarded, *([rehearsal[0]] if rehearsal else [])]), guard.size if guard else 0
+
+    step_units, n_guard = fused_units()
 
     lr = cfg.lr if cfg.lr is not None else cfg.lr_scale * _training_lr(detector)
     # Parameters as views into one buffer: gradient zeroing, optimizer step and penalty gradient are one
@@ -403,7 +465,13 @@ def unlearn(
                 worst = np.full(len(target_np), -np.inf)
                 np.maximum.at(worst, owner_np, losses.detach().double().cpu().numpy())
             done = np.where(is_fn_sample, worst >= target_np, worst <= target_np)
-            if done.all():
+            crossed = guard.crossed(step_losses[n_lab : n_lab + n_guard]) if guard is not None else 0
+            if done.all() and not crossed:
+                if guard is not None and guard.grow(cand):
+                    # A strict guard found held-out units outside its sample that this candidate harms: they
+                    # join the guard and the update goes on (the losses are recomputed over the new set).
+                    step_units, n_guard = fused_units()
+                    continue
                 module.eval()
                 # Checked here rather than after every step: a non-finite weight that touches the loss shows
                 # up as a non-finite loss at the next step (caught below); this catches the rest.
@@ -414,20 +482,22 @@ def unlearn(
                 harm = _heldout_harm(detector, cand, validation, cfg)
                 if harm:
                     return result(detector, False, True, f"rejected after {steps} steps: {harm}", steps, history)
-                return result(cand, True, True, f"converged in {steps} steps", steps, history)
+                skipped = f" ({indistinguishable} missed anomal(ies) skipped: no unit unlike normal data)"
+                why = f"converged in {steps} steps" + (skipped if indistinguishable else "")
+                return result(cand, True, True, why, steps, history)
             if steps >= cfg.max_steps:
-                reason = f"budget exhausted: {steps} steps without converging ({int((~done).sum())} sample(s) left)"
+                reason = f"budget exhausted: {steps} steps without converging ({_left(done, crossed)})"
                 break
             if time.perf_counter() - start > cfg.max_seconds:
-                reason = f"budget exhausted: {cfg.max_seconds:g} s without converging ({int((~done).sum())} left)"
+                reason = f"budget exhausted: {cfg.max_seconds:g} s without converging ({_left(done, crossed)})"
                 break
             # Only samples still short of their target train, averaged per sample: a batch of hundreds of labels
             # takes steps of the same size as a single label (a plain sum would make the step hundreds of times
             # larger), and a sample that is done stops pulling the model.
             active = torch.as_tensor(~done[owner_np], device=losses.device)
-            loss = bounded_unlearning_loss(losses[active], label_t[active], bound) / int((~done).sum())
+            loss = bounded_unlearning_loss(losses[active], label_t[active], bound) / max(1, int((~done).sum()))
             if guard is not None:
-                loss = loss + cfg.guard_weight * torch.relu(step_losses[n_lab : n_lab + n_guard] - guard_before).mean()
+                loss = loss + guard.penalty(step_losses[n_lab : n_lab + n_guard])
             if rehearsal is not None:
                 _, r_sign, r_target = rehearsal
                 slack = torch.relu(r_sign * (r_target - step_losses[n_lab + n_guard :]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from torch import nn
 
 from lifelong.data import synthetic_sequences, synthetic_vectors
 from lifelong.models.autoencoder import AutoencoderDetector
+from lifelong.models.base import distinct_units, unit_keys
 from lifelong.models.lstm import EOS, N_RESERVED, PAD, UNK, DeepLogDetector
 from lifelong.unlearning import (
     FN_LABEL,
@@ -456,7 +458,9 @@ def test_autoencoder_fp_and_fn_updates(ae, vec_data) -> None:
 
 
 def test_each_detector_kind_gets_its_measured_defaults_and_explicit_options_win(ae, lstm, vec_data) -> None:
-    assert config_for(lstm) == UnlearnConfig()
+    cfg = config_for(lstm)
+    assert (cfg.guard_units, cfg.guard_weight, cfg.guard_strict, cfg.fn_skip_normal_units) == (256, 30.0, True, True)
+    assert (cfg.optimizer, cfg.lr, cfg.bnd_factor, cfg.max_steps) == ("sgd", 1e-2, 2.0, 300)
     cfg = config_for(ae)
     assert (cfg.bnd_factor, cfg.fp_margin, cfg.guard_units, cfg.guard_weight) == (1.2, 0.5, 512, 100.0)
     assert (cfg.rehearse_units, cfg.optimizer, cfg.lr, cfg.max_steps) == (256, "adam", 3e-4, 2000)
@@ -553,3 +557,61 @@ def test_rehearsal_and_harm_options_are_validated() -> None:
         UnlearnConfig(rehearse_units=-1)
     with pytest.raises(ValueError, match="max_heldout_harm"):
         UnlearnConfig(max_heldout_harm=1.5)
+
+
+def test_unit_keys_tell_identical_units_apart_from_different_ones() -> None:
+    x = torch.tensor([[1, 2, 3], [1, 2, 3], [1, 2, 4]])
+    y = torch.tensor([5, 5, 5])
+    keys = unit_keys((x, y))
+    assert keys[0] == keys[1] != keys[2]
+    assert unit_keys((x, torch.tensor([5, 6, 5])))[0] != unit_keys((x, torch.tensor([5, 6, 5])))[1]
+    kept = distinct_units((x, y))
+    assert kept[0].tolist() == [[1, 2, 3], [1, 2, 4]] and kept[1].tolist() == [5, 5]
+    rows = (torch.tensor([[0.5, 1.0], [0.5, 1.0]]),)
+    assert distinct_units(rows)[0].shape == (1, 2)
+
+
+def test_a_missed_anomaly_identical_to_normal_data_is_skipped_not_pushed(lstm, lstm_mistakes, seq_data) -> None:
+    # A "missed anomaly" whose every window also occurs in held-out normal data: a window model cannot flag it
+    # without flagging that data, so it is skipped (and counted); a real missed anomaly beside it is still fixed.
+    real = seq_data.stream[lstm_mistakes["fn_close"][0]]
+    copy_of_normal = list(seq_data.validation[0])
+    cfg = UnlearnConfig(max_steps=300, seed=0)
+    only = unlearn(lstm, false_negatives=[copy_of_normal], validation=seq_data.validation, config=cfg)
+    assert not only.updated and only.converged and only.detector is lstm
+    assert only.indistinguishable == 1 and "known-normal data" in only.reason
+    assert only.summary()["indistinguishable"] == 1
+    both = unlearn(lstm, false_negatives=[real, copy_of_normal], validation=seq_data.validation, config=cfg)
+    assert both.updated, both.reason
+    assert both.indistinguishable == 1 and "1 missed anomal(ies) skipped" in both.reason
+    assert both.detector.decide([real]).tolist() == [True]
+    # Also when the identical sample is a confirmed false positive of the same update (no held-out data).
+    fp_too = unlearn(lstm, false_positives=[copy_of_normal], false_negatives=[copy_of_normal], config=cfg)
+    assert fp_too.indistinguishable == 1
+    # The rule can be switched off: the copy is then pushed like any missed anomaly.
+    off = unlearn(
+        lstm,
+        false_negatives=[copy_of_normal],
+        validation=seq_data.validation,
+        config=UnlearnConfig(max_steps=300, seed=0, fn_skip_normal_units=False),
+    )
+    assert off.indistinguishable == 0 and off.updated, off.reason
+
+
+def test_a_strict_guard_keeps_every_held_out_normal_normal(ae, vec_data) -> None:
+    # A missed anomaly pushed hard (no penalty, large steps) with only 8 guarded units: the soft guard alone
+    # lets 30+ held-out normals be flagged (measured 43); the strict guard checks all held-out units before
+    # it accepts, guards the ones it harmed, and goes on until none is newly abnormal.
+    fn = vec_data.stream.iloc[np.flatnonzero(~ae.decide(vec_data.stream) & vec_data.stream_labels)[:1]]
+    was = int(ae.decide(vec_data.validation).sum())
+    newly = {}
+    for strict in (False, True):
+        cfg = UnlearnConfig(
+            bnd_factor=3.0, regularizer="none", lr=5e-2, guard_units=8, guard_weight=10.0, guard_strict=strict
+        )
+        res = unlearn(ae, false_negatives=fn, validation=vec_data.validation, config=replace(cfg, seed=0))
+        assert res.updated, res.reason
+        assert res.detector.decide(fn).tolist() == [True]
+        newly[strict] = int(res.detector.decide(vec_data.validation).sum()) - was
+    assert newly[False] >= 10, newly
+    assert newly[True] == 0, newly
