@@ -85,6 +85,14 @@ PARAMS = {
         title="Learning rate",
         description="Override the unlearning learning rate (expert use).",
     ),
+    "guard_units": Param(
+        None,
+        type=_opt("integer"),
+        minimum=0,
+        title="Guarded held-out units",
+        description="Override how many held-out normal units each update guards against harm; 0 turns the "
+        "no-harm guard off (expert use).",
+    ),
     "fp_tolerance": Param(
         None,
         type=_opt("number"),
@@ -151,6 +159,7 @@ def lifelong_unlearning():
             max_seconds=params["max_seconds"],
             lam=params["lam"],
             lr=params["lr"],
+            guard_units=params["guard_units"],
         )
 
     @task

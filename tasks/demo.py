@@ -249,11 +249,17 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoResult:
     labels2 = file_labels_from_truth(settings, stream=cfg.stream, start=after_start, end=after_end)
     state, out = run_dag(
         dags["lifelong_unlearning"],
-        conf={"reason": "demo: destructive update forced through params", "lam": 0.0, "lr": 5.0, "force": True},
+        conf={
+            "reason": "demo: destructive update forced through params",
+            "lam": 0.0,
+            "lr": 5.0,
+            "guard_units": 0,
+            "force": True,
+        },
     )
     bad_promo = out.get("promote", {})
     step(
-        "destructive unlearning (lam 0, lr 5)",
+        "destructive unlearning (lam 0, lr 5, no guard)",
         state=state,
         decision=bad_promo.get("decision"),
         gate=out.get("evaluate", {}).get("reason"),

@@ -133,6 +133,7 @@ def run_unlearning(
     max_seconds: float | None = None,
     lam: float | None = None,
     lr: float | None = None,
+    guard_units: int | None = None,
     chunk: int | None = None,
 ) -> dict:
     """Unlearn the labels claimed by ``run_id`` from the production model and stage the candidate."""
@@ -157,6 +158,8 @@ def run_unlearning(
         options["lam"] = lam
     if lr is not None:
         options["lr"] = lr
+    if guard_units is not None:
+        options["guard_units"] = guard_units
     result = _unlearn_in_chunks(
         serving.detector, mine, past, load_heldout(settings, serving.version, reg), options, chunk
     )

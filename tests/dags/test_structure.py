@@ -165,6 +165,7 @@ UNLEARNING_PARAMS = {
     "reason",
     "lam",
     "lr",
+    "guard_units",
     "fp_tolerance",
     "min_fix_rate",
     "max_regressions",
@@ -181,7 +182,7 @@ def test_unlearning_params_have_titles_descriptions_and_defaults(dags: dict[str,
         assert "type" in param.schema, name
     assert params["force"] is False and params["dry_run"] is False
     # None means "the deployment setting" (LIFELONG_*), so a trigger without conf changes nothing.
-    for name in ("min_errors", "max_steps", "max_seconds", "lam", "lr", "fp_tolerance", "min_fix_rate"):
+    for name in ("min_errors", "max_steps", "max_seconds", "lam", "lr", "guard_units", "fp_tolerance", "min_fix_rate"):
         assert params[name] is None, name
 
 
@@ -191,7 +192,7 @@ def test_unlearning_params_have_titles_descriptions_and_defaults(dags: dict[str,
         {},
         {"min_errors": 1, "force": True},
         {"dry_run": True, "max_steps": 50, "max_seconds": 0.5, "reason": "incident review"},
-        {"incident": "INC-42", "lam": 0.0, "lr": 5.0},
+        {"incident": "INC-42", "lam": 0.0, "lr": 5.0, "guard_units": 0},
         {"fp_tolerance": 0.0, "min_fix_rate": 1.0, "max_regressions": 0},
         {"min_errors": None, "max_steps": None, "incident": None},
     ],
@@ -218,6 +219,7 @@ def test_unlearning_accepts_valid_conf(dags: dict[str, Any], conf: dict[str, Any
         {"max_seconds": -3},
         {"lr": 0},
         {"lam": -1.0},
+        {"guard_units": -1},
         {"fp_tolerance": 1.5},
         {"min_fix_rate": -0.1},
         {"max_regressions": -1},

@@ -89,7 +89,7 @@ def test_the_nightly_run_is_promoted_and_makes_fewer_mistakes(demo: dict[str, An
 def test_the_destructive_run_is_rejected_and_production_is_unchanged(demo: dict[str, Any]) -> None:
     summary = demo["summary"]
     assert summary["destructive_run_decision"] == "rejected", json.dumps(summary, indent=2)
-    step = _step(demo, "destructive unlearning (lam 0, lr 5)")
+    step = _step(demo, "destructive unlearning (lam 0, lr 5, no guard)")
     assert step["state"] == "success"  # a rejection is an outcome, not a failed run
     assert step["gate"].startswith(("failed:", "no candidate:")), step
     promoted = [a for a in summary["audit_records"] if a.startswith("promoted")]

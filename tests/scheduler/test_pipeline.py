@@ -42,6 +42,7 @@ LABELLED_HOURS = 3  # scored by the bootstrapped model, then labelled by the ana
 SPARE_HOUR = LABELLED_HOURS  # scored by the promoted model (if the first unlearning run promotes)
 BAD_HOUR = LABELLED_HOURS + 1  # a corrupted delivery lands here
 SESSIONS_PER_HOUR = 80
+SPARE_SESSIONS = 160
 SHARDS = 2  # simulate()'s default: two raw files, so two mapped score tasks per hour
 # Six epochs on the synthetic normals give a model that raises some false alerts on the drifted hours, so the
 # analysts file both FP and FN labels and bounded unlearning (seeded, one torch thread) passes the gate: the
@@ -199,13 +200,27 @@ def test_operator_runs_the_lifelong_loop(pipeline: Pipeline, record_property: An
             pipe.settings,
             stream=STREAM,
             kind="events",
-            hours=SPARE_HOUR + 1,
+            hours=SPARE_HOUR,
             start=START,
             seed=0,
             sessions_per_hour=SESSIONS_PER_HOUR,
             drift_from_hour=1,
         )
-        assert [h.n for h in hours] == [SESSIONS_PER_HOUR] * (SPARE_HOUR + 1)
+        # The spare hour must hold mistakes even for a well-corrected model, for the destructive run to have
+        # labels: a quarter of it anomalous, so it holds about 4 long-loop anomalies, which no window model can
+        # flag (each of their windows occurs in normal sessions).
+        hours += simulate(
+            pipe.settings,
+            stream=STREAM,
+            kind="events",
+            hours=1,
+            start=_hour(SPARE_HOUR),
+            seed=1,
+            sessions_per_hour=SPARE_SESSIONS,
+            anomaly_rate=0.25,
+            drift_from_hour=0,
+        )
+        assert [h.n for h in hours] == [SESSIONS_PER_HOUR] * SPARE_HOUR + [SPARE_SESSIONS]
         assert all(len(h.files) == SHARDS for h in hours)
 
     # --- bootstrap: the first production model ------------------------------------------------------
@@ -320,7 +335,8 @@ def test_operator_runs_the_lifelong_loop(pipeline: Pipeline, record_property: An
 
     # --- a destructive update forced through params: the gate must reject it -----------------------------
     with pipe.stage("lifelong_unlearning_destructive"):
-        bad = pipe.run(UNLEARNING, conf={"force": True, "lam": 0.0, "lr": 5.0, "reason": "ci destructive"})
+        destructive = {"force": True, "lam": 0.0, "lr": 5.0, "guard_units": 0, "reason": "ci destructive"}
+        bad = pipe.run(UNLEARNING, conf=destructive)
     assert af.xcom(UNLEARNING, bad, "pull_labels")["claimed"] == n_pending
     verdict = af.xcom(UNLEARNING, bad, "evaluate")
     rejected = af.xcom(UNLEARNING, bad, "promote")
