@@ -50,6 +50,20 @@ def bench(
     guard_floor: Annotated[
         float | None, typer.Option(help="A guarded row may rise freely up to this share of tau'.")
     ] = None,
+    guard_strict: Annotated[
+        bool | None,
+        typer.Option(
+            "--guard-strict/--no-guard-strict",
+            help="An update converges only once no held-out normal unit is newly abnormal (kind's default).",
+        ),
+    ] = None,
+    fn_skip_normal: Annotated[
+        bool | None,
+        typer.Option(
+            "--fn-skip-normal/--no-fn-skip-normal",
+            help="Never push a missed anomaly's unit that also occurs in known-normal data (default on).",
+        ),
+    ] = None,
     label_column: Annotated[str | None, typer.Option(help="vectors: label column (default: last).")] = None,
     normal_value: Annotated[str, typer.Option(help="vectors: the label value that means normal.")] = "0",
     train_normal: Annotated[int | None, typer.Option(help="vectors: first N normal rows train the model.")] = None,
@@ -79,6 +93,8 @@ def bench(
         "guard_units": guard_units,
         "guard_weight": guard_weight,
         "guard_floor": guard_floor,
+        "guard_strict": guard_strict,
+        "fn_skip_normal_units": fn_skip_normal,
     }
     unlearn_options = {k: v for k, v in overrides.items() if v is not None}
     if lr_scale is not None:  # a share of the training LR only applies without an explicit LR

@@ -213,7 +213,7 @@ def test_cli_bench_writes_json_and_png(tmp_path: Path, monkeypatch: pytest.Monke
         app,
         ["bench", "--dataset", "synthetic-vec", "--methods", "baseline,unlearn", "--json", str(out), "--epochs", "30"]
         + ["--batch", "10", "--seed", "3"]  # batch 10: a few updates instead of one per mistake (0.6 s vs 6 s)
-        + ["--lr-scale", "0.05", "--guard-floor", "0.2"],
+        + ["--lr-scale", "0.05", "--guard-floor", "0.2", "--guard-strict", "--no-fn-skip-normal"],
     )
     threads_during = torch.get_num_threads()
     torch.set_num_threads(threads_before)
@@ -230,6 +230,7 @@ def test_cli_bench_writes_json_and_png(tmp_path: Path, monkeypatch: pytest.Monke
     # defaults stay.
     ucfg = report["unlearn_config"]
     assert (ucfg["lr"], ucfg["lr_scale"], ucfg["guard_floor"], ucfg["guard_weight"]) == (None, 0.05, 0.2, 100.0)
+    assert (ucfg["guard_strict"], ucfg["fn_skip_normal_units"]) == (True, False)
     assert out.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
     assert "wrote" in result.output
 
