@@ -346,13 +346,14 @@ def unlearn(
 
     # Held-out normal units, encoded once for every use below (the Fisher memory set, the guard, and the
     # known-normal units a false negative may not be pushed through); past mistakes likewise.
-    skip_normal = cfg.fn_skip_normal_units and n_fn > 0
+    rehearses_fn = cfg.rehearse_units > 0 and _length(past_false_negatives) > 0
+    skip_normal = cfg.fn_skip_normal_units and (n_fn > 0 or rehearses_fn)
     uses_heldout = (cfg.regularizer == "fisher" and cfg.lam > 0) or cfg.guard_units > 0 or skip_normal
     heldout = cand.units(validation)[0] if uses_heldout and _length(validation) else None
     uses_past = (cfg.regularizer == "fisher" and cfg.lam > 0) or skip_normal
     past_fp_units = cand.units(past_false_positives)[0] if uses_past and _length(past_false_positives) else None
     past_fn_units = cand.units(past_false_negatives)[0] if uses_past and _length(past_false_negatives) else None
-    fp_units = cand.units(false_positives)[0] if n_fp else None
+    fp_units = cand.units(false_positives)[0] if n_fp and skip_normal else None
     normal_keys: set[bytes] = set()
     if skip_normal:
         for known_normal in (heldout, past_fp_units, fp_units):
