@@ -86,7 +86,15 @@ def _unlearn_in_chunks(
     for i in range(0, len(labels), chunk):
         left = options["max_seconds"] - (time.perf_counter() - start)
         if left <= 0:
-            chunks.append({"labels": len(labels) - i, "updated": False, "reason": "run budget exhausted"})
+            chunks.append(
+                {
+                    "labels": len(labels) - i,
+                    "updated": False,
+                    "steps": 0,
+                    "indistinguishable": 0,
+                    "reason": "run budget exhausted",
+                }
+            )
             break
         part = labels[i : i + chunk]
         fps, fns = _split(part)

@@ -27,7 +27,7 @@ from lifelong.stores.labels import LabelStore
 from lifelong.stores.lake import TelemetryLake
 from lifelong.stores.registry import ModelRegistry
 from tasks.bootstrap import bootstrap_model
-from tasks.context import HELDOUT_FILE
+from tasks.context import HELDOUT_FILE, stage_get
 from tasks.demo import land_bad_batch
 from tasks.evaluate import evaluate_candidate
 from tasks.ingest import ingest
@@ -35,7 +35,7 @@ from tasks.promote import promote_or_reject, release_claimed
 from tasks.pull_labels import pull_labels
 from tasks.runner import run_step
 from tasks.score import score_shard
-from tasks.unlearn import run_unlearning
+from tasks.unlearn import UNLEARN_RESULT, run_unlearning
 from tasks.validate import validate
 
 STREAM = "events"
@@ -404,8 +404,13 @@ def test_destructive_run_is_rejected(copy: Settings) -> None:
     before = registry(copy).production(STREAM)
     # No forgetting penalty and a huge step: each chunk diverges (no candidate) or the gate rejects what is left.
     # A small step budget keeps the test fast; the outcome is the same with the default budget.
-    out = unlearning_run(copy, "destructive-1", lam=0.0, lr=5.0, max_steps=40)
+    out = unlearning_run(copy, "destructive-1", lam=0.0, lr=5.0, guard_units=0, max_steps=40)
     assert out["evaluate"]["passed"] is False
+    # The staged record says what ran: the overrides on top of the kind's defaults, and per chunk its outcome.
+    staged = json.loads(stage_get(copy, "destructive-1", UNLEARN_RESULT))
+    assert (staged["unlearn_config"]["guard_units"], staged["unlearn_config"]["lam"]) == (0, 0.0)
+    keys = {"labels", "updated", "steps", "indistinguishable", "reason"}
+    assert staged["chunks"] and all(keys <= set(chunk) for chunk in staged["chunks"])
     assert out["evaluate"]["reason"].startswith(("failed:", "no candidate:")), out["evaluate"]
     assert out["promote"]["decision"] == "rejected"
     assert out["promote"]["reason"] == out["evaluate"]["reason"]
