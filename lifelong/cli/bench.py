@@ -132,7 +132,7 @@ def bench(
             ds, opts, on_method=on_method, progress=lambda _nm, i: prog.update(task, completed=i)
         )
     table = Table(title=f"streaming benchmark: {ds.name}")
-    for col in ("method", "FP", "FN", "FP+FN", "F1", "seconds", "updates", "median update s"):
+    for col in ("method", "FP", "FN", "FP+FN", "F1", "seconds", "updates", "failed", "skipped", "median update s"):
         table.add_column(col, justify="right" if col != "method" else "left")
     for name, r in results.items():
         d = r.to_dict()
@@ -144,6 +144,8 @@ def bench(
             f"{r.f1:.4f}",
             f"{r.seconds:.1f}",
             str(d.get("updates", "-")),
+            str(d.get("failed_updates", "-")),
+            str(d.get("skipped_updates", "-")),
             str(d.get("median_update_seconds", "-")),
         )
     console.print(table)

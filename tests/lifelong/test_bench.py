@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from lifelong.bench import METHODS, BenchOptions, MethodResult, f1_score, plot_cumulative, replay, run_benchmark
 from lifelong.data import synthetic_sequences, synthetic_vectors
 from lifelong.errors import ConfigError
+from lifelong.models.lstm import DeepLogDetector
 from lifelong.unlearning import UnlearnConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:User
 REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METHOD_KEYS = {"fp", "fn", "f1", "seconds"}
-UPDATE_KEYS = METHOD_KEYS | {"updates", "median_update_seconds"}
+UPDATE_KEYS = METHOD_KEYS | {"updates", "failed_updates", "skipped_updates", "skipped_fn", "median_update_seconds"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -134,6 +135,26 @@ def test_unknown_method_is_rejected_before_training(monkeypatch: pytest.MonkeyPa
         run_benchmark(ds, BenchOptions(methods=("baseline", "unlern")))
     with pytest.raises(ConfigError, match="no methods"):
         run_benchmark(ds, BenchOptions(methods=()))
+
+
+def test_an_fn_identical_to_held_out_normal_data_is_a_skipped_update_not_a_failed_one() -> None:
+    # A real LSTM. The "anomaly" at position 1 is a held-out normal session: no update could flag it without
+    # flagging that session, so the unlearn method skips it and counts it. The rare path (trained on, not held
+    # out) at position 2 is unlearnt, so its repeat at position 3 is flagged.
+    normal, rare = [[1, 2, 3, 4] * 3, [1, 2, 5, 4] * 3], [1, 2, 6, 4] * 3
+    train = normal * 10 + [rare] * 3
+    det = DeepLogDetector(window=3, hidden=16, layers=1, epochs=200, lr=1e-2, tp=0.02, seed=0).fit(train)
+    ds = SimpleNamespace(
+        train=train,
+        validation=normal,
+        stream=[normal[0], normal[1], rare, rare],
+        stream_labels=np.array([False, True, True, True]),
+    )
+    assert not det.decide(ds.stream).any()
+    res = replay("unlearn", det, ds, block=1)
+    assert (res.updates, res.failed_updates, res.skipped_updates, res.skipped_fn) == (2, 0, 1, 1)
+    assert res.cum_fn.tolist() == [0, 1, 2, 2] and res.fp == 0
+    assert res.to_dict()["skipped_updates"] == 1 and res.to_dict()["skipped_fn"] == 1
 
 
 # --- end to end on a small synthetic stream -------------------------------------------------------------
