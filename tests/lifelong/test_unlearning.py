@@ -510,25 +510,28 @@ def test_unlearn_config_validation() -> None:
 
 
 def test_rehearsal_keeps_a_past_correction_that_the_next_update_would_undo(ae, vec_data) -> None:
-    # Relearn one missed anomaly (FN), then relearn a false positive with and without rehearsing the FN:
-    # rehearsal holds the past FN's loss at or above tau' (a soft constraint), and never blocks convergence.
-    scores = ae.sample_scores(vec_data.stream)
-    flagged_normal = np.flatnonzero(ae.decide(vec_data.stream) & ~vec_data.stream_labels)
+    # Relearn one missed anomaly (FN); then an analyst reports a normal row close to it (half a standard deviation
+    # off on every feature) as a false positive. Relearning that FP alone drags the FN back under tau'; rehearsing
+    # the past FN (a soft constraint) keeps it flagged, and the update still converges.
     missed = np.flatnonzero(~ae.decide(vec_data.stream) & vec_data.stream_labels)
-    assert len(flagged_normal) and len(missed)
     fn = vec_data.stream.iloc[missed[:1]]
-    fp = vec_data.stream.iloc[flagged_normal[np.argmax(scores[flagged_normal])] :][:1]
     first = unlearn(ae, false_negatives=fn, validation=vec_data.validation, config=UnlearnConfig(seed=0))
     assert first.updated, first.reason
     fixed = first.detector
+    cols = vec_data.stream.select_dtypes("number").columns
+    fp = fn.copy()
+    fp[cols] += 0.5 * vec_data.train[cols].std().to_numpy() * np.where(np.arange(len(cols)) % 2, 1.0, -1.0)
+    assert fixed.decide(fp)[0], "the nearby normal row must be flagged for this test to mean anything"
+    tau = ae.loss_threshold
     after = {}
     for units in (0, 64):
-        cfg = UnlearnConfig(fp_margin=0.05, rehearse_units=units, rehearse_weight=100.0, max_steps=300, seed=0)
+        cfg = UnlearnConfig(fp_margin=0.5, rehearse_units=units, rehearse_weight=100.0, max_steps=300, seed=0)
         res = unlearn(fixed, false_positives=fp, past_false_negatives=fn, validation=vec_data.validation, config=cfg)
         assert res.updated, res.reason
-        after[units] = float(res.detector.sample_scores(fn)[0])
-    assert after[64] >= after[0]
-    assert after[64] >= ae.loss_threshold * 0.999, after
+        assert not res.detector.decide(fp)[0]
+        after[units] = float(res.detector.sample_scores(fn)[0]) / tau
+    # Measured: 0.48 tau' without rehearsal, 1.10 tau' with it.
+    assert after[0] < 0.9 and after[64] >= 0.999, after
 
 
 def test_heldout_harm_check_rejects_an_update_that_flags_held_out_normals(ae, vec_data) -> None:
