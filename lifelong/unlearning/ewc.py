@@ -8,7 +8,6 @@ memory set's loss depends on it. ``mode="l2"`` sets every w_i = 1; ``mode="none"
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -52,21 +51,20 @@ def fisher_diagonal(
         model.train(was_training)
         return fisher
 
+    # A module whose forward has a vmap-friendly path says so (the LSTM: its fused kernel has no batching rule).
+    forward_kwargs = getattr(model, "VMAP_FORWARD_KWARGS", {})
+
     def loss_of_one(p: dict[str, torch.Tensor], *unit: torch.Tensor) -> torch.Tensor:
         def forward(x: torch.Tensor) -> torch.Tensor:
-            return functional_call(model, (p, buffers), (x,))
+            return functional_call(model, (p, buffers), (x,), forward_kwargs)
 
         return unit_losses(tuple(u.unsqueeze(0) for u in unit), forward).sum()
 
     per_unit_grad = vmap(grad(loss_of_one), in_dims=(None, *([0] * len(units))))
-    with warnings.catch_warnings():
-        # vmap runs the CPU LSTM kernel per unit (no batching rule for it yet); the result is the same, and
-        # the chunks keep it fast enough, so the warning torch prints on every call only adds noise.
-        warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet")
-        for i in range(0, n_units, chunk):
-            grads = per_unit_grad(params, *(u[i : i + chunk] for u in units))
-            for name, g in grads.items():
-                fisher[name] += (g.detach() ** 2).sum(0)
+    for i in range(0, n_units, chunk):
+        grads = per_unit_grad(params, *(u[i : i + chunk] for u in units))
+        for name, g in grads.items():
+            fisher[name] += (g.detach() ** 2).sum(0)
     for name in fisher:
         fisher[name] /= n_units
     model.train(was_training)

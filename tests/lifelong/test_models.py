@@ -263,6 +263,27 @@ def test_lstm_fit_is_seeded(seq_data) -> None:
 
 
 # --- autoencoder ----------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")  # the fused run, on purpose
+def test_lstm_unrolled_forward_matches_the_fused_kernel_and_gives_the_same_fisher(
+    seq_data, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The unrolled path exists only so vmap can batch per-window gradients (the Fisher weights); it must be
+    # the same function as nn.LSTM, on two layers, in values and in gradients.
+    from lifelong.models.lstm import NextKeyLSTM
+    from lifelong.unlearning.ewc import fisher_diagonal
+
+    det = DeepLogDetector(seed=0, epochs=2, hidden=16, embed_dim=8, layers=2).fit(seq_data.train[:50])
+    (x, y), _ = det.units(seq_data.stream[:20])
+    with torch.no_grad():
+        torch.testing.assert_close(det.module_(x, unrolled=True), det.module_(x), rtol=1e-5, atol=1e-6)
+    unrolled = fisher_diagonal(det.module_, det.unit_losses, (x[:64], y[:64]), chunk=16)
+    monkeypatch.setattr(NextKeyLSTM, "VMAP_FORWARD_KWARGS", {})
+    fused = fisher_diagonal(det.module_, det.unit_losses, (x[:64], y[:64]), chunk=16)
+    assert set(unrolled) == set(fused) and any(f.abs().sum() > 0 for f in fused.values())
+    for name, f in fused.items():
+        torch.testing.assert_close(unrolled[name], f, rtol=1e-4, atol=1e-9, msg=name)
+
+
 def test_ae_threshold_is_the_quantile_of_validation_errors(ae, vec_data) -> None:
     errs = ae.sample_scores(vec_data.validation)
     assert ae.loss_threshold == float(np.quantile(errs, 0.99))
