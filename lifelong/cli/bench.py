@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-console = Console()
+# Redirected to a file (a log, CI), rich assumes 80 columns and squeezes the results table into "meth…";
+# a terminal keeps its own width.
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 def bench(
