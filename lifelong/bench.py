@@ -159,9 +159,9 @@ def replay(
                 )
                 det, ok = out.detector, out.updated
                 res.skipped_fn += out.indistinguishable
-                if not ok and out.steps == 0 and out.indistinguishable:
+                if out.skipped:
                     res.skipped_updates += 1
-                    ok = True  # nothing it could do, not a failure
+                    ok = True
                 elif not ok:
                     log.info("%s update %d not applied: %s", name, res.updates, out.reason)
             res.update_seconds.append(time.perf_counter() - t0)

@@ -122,7 +122,7 @@ def config_for(detector: Detector, **options: Any) -> UnlearnConfig:
 
 @dataclass
 class UnlearnResult:
-    """What an update produced. ``detector`` is the original object whenever ``accepted`` is False."""
+    """What an update produced. ``detector`` is the original object whenever ``updated`` is False."""
 
     detector: Detector
     updated: bool
@@ -136,6 +136,11 @@ class UnlearnResult:
     n_fn: int = 0
     deferred: int = 0
     indistinguishable: int = 0
+
+    @property
+    def skipped(self) -> bool:
+        """Nothing was tried: every missed anomaly shares all its units with known-normal data (not a failure)."""
+        return not self.updated and self.steps == 0 and self.indistinguishable > 0
 
     def summary(self) -> dict[str, Any]:
         return {
